@@ -1,0 +1,3 @@
+from mailintake.cli import app
+
+app(prog_name="mailintake")

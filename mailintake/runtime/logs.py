@@ -1,0 +1,49 @@
+"""Structured JSON logs for every service.
+
+Logs carry context such as ``account_id`` and ``message_id`` bound with
+:func:`structlog.contextvars.bind_contextvars`. Secrets never reach the output: values
+of type ``SecretStr`` and keys that name a secret are replaced before rendering.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from typing import Any
+
+import structlog
+from pydantic import SecretStr
+
+_SECRET_KEY = re.compile(r"pass(word)?|secret|token|credential|api_?key|authorization", re.IGNORECASE)
+REDACTED = "**********"
+
+
+def redact_secrets(_logger: Any, _method: str, event: dict[str, Any]) -> dict[str, Any]:
+    """structlog processor: drop secret values, whatever their key or type."""
+    for key, value in list(event.items()):
+        if isinstance(value, SecretStr) or (_SECRET_KEY.search(key) and value is not None):
+            event[key] = REDACTED
+    return event
+
+
+def configure_logging(service: str, level: str = "INFO") -> None:
+    """Send JSON lines to stderr, one per event, tagged with the service name."""
+    logging.basicConfig(stream=sys.stderr, level=level, format="%(message)s")
+    # Third-party clients log every reconnect at INFO; keep their warnings only.
+    for noisy in ("kafka", "aiokafka", "faust", "mode", "alembic"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            redact_secrets,
+            structlog.processors.format_exc_info,
+            structlog.processors.JSONRenderer(),
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level)),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        cache_logger_on_first_use=True,
+    )
+    structlog.contextvars.bind_contextvars(service=service)

@@ -1,0 +1,209 @@
+"""The consume loop every stream service runs: decode -> process -> produce -> commit.
+
+The order is the exactly-once argument (in the manner of Arroyo/Snuba):
+
+* a batch is decoded and processed; a record that cannot be decoded or is
+  :class:`InvalidMessage` becomes a :class:`DeadLetter` on ``mail.dlq`` with its source
+  topic, partition, offset and the reason;
+* every output of the batch is produced with ``acks=all`` by the idempotent producer
+  and the producer is flushed; a failed send raises, so nothing is committed;
+* only then are the consumed offsets committed.
+
+A crash anywhere before the commit replays the batch; the handlers are idempotent, so
+replays cause no duplicate effects. Any exception other than ``InvalidMessage`` ends the
+process, so the orchestrator restarts it, rather than dead-lettering what a bug broke.
+A :class:`DlqLimit` stops the service when too much is dead-lettered, so a bad deploy
+cannot send a whole topic to the DLQ.
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Callable, Generic, Sequence, TypeVar
+
+import structlog
+from kafka import KafkaConsumer, KafkaProducer
+from kafka.consumer.fetcher import ConsumerRecord
+from kafka.structs import OffsetAndMetadata, TopicPartition
+from prometheus_client import Counter, Histogram
+
+from mailintake.contracts import InvalidMessage
+from mailintake.contracts.records import DeadLetter, encode_record
+from mailintake.runtime.http_endpoint import Health
+
+RecordT = TypeVar("RecordT")
+
+DLQ_TOPIC = "mail.dlq"
+
+log = structlog.get_logger(__name__)
+
+RECORDS_IN = Counter("mailintake_records_consumed_total", "Records consumed", ["service", "topic"])
+RECORDS_OUT = Counter("mailintake_records_produced_total", "Records produced", ["service", "topic"])
+DEAD_LETTERED = Counter("mailintake_dead_lettered_total", "Records sent to the DLQ", ["service", "topic"])
+BATCH_SECONDS = Histogram("mailintake_batch_seconds", "Time to process, produce and commit one batch", ["service"])
+
+
+@dataclass(frozen=True)
+class Output:
+    """One record a handler wants produced."""
+
+    topic: str
+    key: bytes | None
+    value: bytes
+
+
+class DlqRateExceeded(RuntimeError):
+    """Too many records were dead-lettered; the service stops instead of losing more."""
+
+
+@dataclass
+class DlqLimit:
+    """Stop when more than ``max_ratio`` of the last ``window`` records were dead-lettered
+    (once at least ``min_records`` were seen), or after ``max_consecutive`` in a row."""
+
+    max_ratio: float = 0.5
+    window: int = 1000
+    min_records: int = 50
+    max_consecutive: int = 200
+
+    def __post_init__(self) -> None:
+        self._recent: collections.deque[bool] = collections.deque(maxlen=self.window)
+        self._consecutive = 0
+
+    def record(self, dead_lettered: bool) -> None:
+        self._recent.append(dead_lettered)
+        self._consecutive = self._consecutive + 1 if dead_lettered else 0
+        if self._consecutive > self.max_consecutive:
+            raise DlqRateExceeded(f"{self._consecutive} records in a row were dead-lettered (limit {self.max_consecutive})")
+        if len(self._recent) >= self.min_records:
+            ratio = sum(self._recent) / len(self._recent)
+            if ratio > self.max_ratio:
+                raise DlqRateExceeded(
+                    f"{ratio:.0%} of the last {len(self._recent)} records were dead-lettered (limit {self.max_ratio:.0%})"
+                )
+
+
+def dead_letter(service: str, message: ConsumerRecord, reason: str, exc: BaseException) -> Output:
+    """The DLQ output for ``message``, keyed by where it came from so it can be found again."""
+    letter = DeadLetter(
+        service=service,
+        source_topic=message.topic,
+        source_partition=message.partition,
+        source_offset=message.offset,
+        reason=reason,
+        exception_type=f"{type(exc).__module__}.{type(exc).__qualname__}",
+        failed_at=datetime.now(UTC),
+        original_key=message.key,
+        original_value=message.value,
+        claim_check_sha256=getattr(exc, "claim_check_sha256", None),
+    )
+    key = f"{message.topic}:{message.partition}:{message.offset}".encode()
+    return Output(DLQ_TOPIC, key, encode_record(DLQ_TOPIC, letter))
+
+
+class StreamProcessor(Generic[RecordT]):
+    """Runs ``decode`` and ``process`` over ``source_topic`` with the ordering above.
+
+    ``process`` receives the typed record and the raw Kafka message and returns outputs.
+    It may have idempotent side effects (the ticketer's database transaction); it must
+    raise :class:`InvalidMessage` for input it can never process.
+    """
+
+    def __init__(
+        self,
+        *,
+        service: str,
+        source_topic: str,
+        group_id: str,
+        bootstrap_servers: str,
+        decode: Callable[[bytes], RecordT],
+        process: Callable[[RecordT, ConsumerRecord], Sequence[Output]],
+        health: Health,
+        dlq_limit: DlqLimit | None = None,
+        max_batch: int = 500,
+        client_id: str | None = None,
+    ) -> None:
+        self.service = service
+        self.source_topic = source_topic
+        self._decode = decode
+        self._process = process
+        self._health = health
+        self._dlq_limit = dlq_limit or DlqLimit()
+        servers = bootstrap_servers.split(",")
+        self._consumer = KafkaConsumer(
+            bootstrap_servers=servers,
+            group_id=group_id,
+            client_id=client_id or service,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            # Transactions may be used by producers upstream; never read aborted data.
+            isolation_level="read_committed",
+            max_poll_records=max_batch,
+            session_timeout_ms=10_000,
+            heartbeat_interval_ms=3_000,
+        )
+        self._producer = KafkaProducer(
+            bootstrap_servers=servers,
+            client_id=client_id or service,
+            acks="all",
+            enable_idempotence=True,
+            linger_ms=5,
+            max_in_flight_requests_per_connection=5,
+        )
+
+    def run(self, stop: threading.Event) -> None:
+        """Process batches until ``stop`` is set; then commit, leave the group and return."""
+        self._consumer.subscribe([self.source_topic])
+        log.info("processor.started", topic=self.source_topic)
+        try:
+            while not stop.is_set():
+                self._health.beat()
+                batch = self._consumer.poll(timeout_ms=500)
+                # poll() returning at all means the group coordinator answered.
+                self._health.set_ready(True)
+                if batch:
+                    self._handle_batch(batch)
+        finally:
+            self._producer.close(timeout=10)
+            # close() leaves the consumer group, so partitions move at once.
+            self._consumer.close(autocommit=False)
+            log.info("processor.stopped", topic=self.source_topic)
+
+    def _handle_batch(self, batch: dict[TopicPartition, list[ConsumerRecord]]) -> None:
+        started = time.monotonic()
+        outputs: list[Output] = []
+        offsets: dict[TopicPartition, OffsetAndMetadata] = {}
+        for tp, messages in batch.items():
+            for message in messages:
+                outputs.extend(self._handle_one(message))
+                offsets[tp] = OffsetAndMetadata(message.offset + 1, "", -1)
+            RECORDS_IN.labels(self.service, tp.topic).inc(len(messages))
+        futures = [self._producer.send(o.topic, key=o.key, value=o.value) for o in outputs]
+        self._producer.flush()
+        for future, output in zip(futures, outputs):
+            future.get(timeout=30)  # raises if Kafka did not acknowledge: nothing gets committed
+            RECORDS_OUT.labels(self.service, output.topic).inc()
+        self._consumer.commit(offsets)
+        BATCH_SECONDS.labels(self.service).observe(time.monotonic() - started)
+
+    def _handle_one(self, message: ConsumerRecord) -> Sequence[Output]:
+        try:
+            record = self._decode(message.value)
+            outputs = self._process(record, message)
+        except InvalidMessage as exc:
+            self._dlq_limit.record(True)
+            DEAD_LETTERED.labels(self.service, message.topic).inc()
+            log.warning(
+                "record.dead_lettered",
+                topic=message.topic,
+                partition=message.partition,
+                offset=message.offset,
+                reason=str(exc),
+            )
+            return [dead_letter(self.service, message, str(exc), exc)]
+        self._dlq_limit.record(False)
+        return outputs

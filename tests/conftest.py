@@ -1,0 +1,34 @@
+"""Fixtures on the real local stack (Kafka, PostgreSQL, Dovecot, SMTP).
+
+``./dev test`` starts the stack first; the fixture calls the idempotent ``up()``
+anyway so a test run from an IDE works too.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def stack():
+    import subprocess
+    import sys
+
+    from mailintake.database.migrate import upgrade
+    from mailintake.stack import Stack
+
+    endpoints = Stack().up()
+    subprocess.run(
+        [sys.executable, "-m", "mailintake", "topics", "apply", "--bootstrap", endpoints.kafka_bootstrap],
+        check=True, capture_output=True,
+    )
+    upgrade(endpoints.database_url)
+    return endpoints
+
+
+@pytest.fixture
+def unique() -> str:
+    """A short id that keeps one test's accounts, users and groups apart from the others'."""
+    return uuid.uuid4().hex[:10]

@@ -1,0 +1,132 @@
+"""A real mail from a Dovecot mailbox through the three services into PostgreSQL.
+
+IMAP APPEND -> fetcher -> mail.raw -> classifier -> mail.classified -> ticketer ->
+tickets + ticket.events, each service a separate process, on the real local stack.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import ssl
+import subprocess
+import sys
+import time
+
+import pytest
+from imapclient import IMAPClient
+from kafka import KafkaConsumer
+from sqlalchemy import select
+
+from mailintake.contracts.records import TicketEventKind, decode_record
+from mailintake.database import engine_for
+from mailintake.demo import demo_mail, wait_for_tickets
+from mailintake.stack import add_mail_user
+from services.ticketer.tables import ProcessedMail, Ticket, TicketStep
+
+pytestmark = pytest.mark.stack
+
+
+def imap(stack, user):
+    context = ssl.create_default_context(cafile=str(stack.ca_file))
+    client = IMAPClient(stack.host, port=stack.imaps_port, ssl=True, ssl_context=context, timeout=30)
+    client.plain_login(user.name, user.password)
+    return client
+
+
+def write_accounts(path, stack, user, account_id):
+    path.write_text(
+        f"""accounts:
+  - id: {account_id}
+    name: E2E {user.address}
+    host: {stack.host}
+    port: {stack.imaps_port}
+    security: tls
+    ca_file: {stack.ca_file}
+    username: {user.name}
+    password: {user.password}
+    poll_interval_seconds: 5
+    ticket_options:
+      category: Hardware
+      priority: high
+"""
+    )
+
+
+def ticket_events(bootstrap, account_id, want, timeout=60):
+    consumer = KafkaConsumer(
+        "ticket.events", bootstrap_servers=bootstrap, auto_offset_reset="earliest", consumer_timeout_ms=2000
+    )
+    found, deadline = [], time.monotonic() + timeout
+    try:
+        while len(found) < want and time.monotonic() < deadline:
+            for message in consumer:
+                event = decode_record("ticket.events", message.value)
+                if event.account_id == account_id:
+                    found.append(event)
+    finally:
+        consumer.close()
+    return found
+
+
+def test_mail_becomes_a_ticket_and_a_reply_becomes_its_second_step(stack, unique, tmp_path):
+    user = add_mail_user(f"e2e{unique}", f"pw-{unique}-Ä")
+    account_id = f"e2e-{unique}"
+    accounts = tmp_path / "accounts.yaml"
+    write_accounts(accounts, stack, user, account_id)
+    first = demo_mail("Max Mustermann <Max.Mustermann@Example.com>", f"Printer jammed {unique}", "Paper jam.", user.address)
+    with imap(stack, user) as client:
+        client.append("INBOX", first)
+
+    engine = engine_for(stack.database_url)
+    pipeline = subprocess.Popen(
+        [sys.executable, "-m", "mailintake", "run", "all", "--accounts", str(accounts)],
+        env={**os.environ, "MAILINTAKE_TICKETER_INSTANCE_ID": "mi", "MAILINTAKE_CLASSIFIER_INSTANCE_ID": "mi"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert wait_for_tickets(stack.database_url, account_id, 1, timeout=120) == 1
+        with engine.connect() as connection:
+            ticket = connection.execute(select(Ticket).where(Ticket.source_account_id == account_id)).one()
+        assert ticket.subject == f"Printer jammed {unique}"
+        assert ticket.requester == "max.mustermann@example.com"
+        assert (ticket.category, ticket.priority, ticket.status) == ("Hardware", "high", "open")
+        assert ticket.reference == f"[#mi-{ticket.number}]"
+
+        # The fetcher flags only after Kafka acknowledged: by now the mail is \Seen.
+        with imap(stack, user) as client:
+            client.select_folder("INBOX", readonly=True)
+            assert client.search(["SEEN"]) == client.search(["ALL"]) != []
+            reply = demo_mail(
+                "max.mustermann@example.com", f"Re: Printer jammed {unique} {ticket.reference}", "Still jammed.", user.address
+            )
+            client.append("INBOX", reply)
+
+        assert wait_for_tickets(stack.database_url, account_id, 2, timeout=120) == 2
+        with engine.connect() as connection:
+            steps = connection.execute(
+                select(TicketStep).where(TicketStep.ticket_number == ticket.number).order_by(TicketStep.position)
+            ).all()
+            tickets = connection.execute(select(Ticket).where(Ticket.source_account_id == account_id)).all()
+            ledger = connection.execute(select(ProcessedMail).where(ProcessedMail.account_id == account_id)).all()
+        assert len(tickets) == 1, "the reply must not open a second ticket"
+        assert [s.body_text.strip() for s in steps] == ["Paper jam.", "Still jammed."]
+        assert sorted(row.outcome for row in ledger) == ["STEP_ADDED", "TICKET_CREATED"]
+
+        events = ticket_events(stack.kafka_bootstrap, account_id, want=2)
+        assert sorted(e.kind for e in events) == sorted([TicketEventKind.TICKET_CREATED, TicketEventKind.STEP_ADDED])
+        assert {e.ticket_number for e in events} == {ticket.number}
+
+        shown = subprocess.run(
+            [sys.executable, "-m", "mailintake", "tickets", "show", str(ticket.number)],
+            capture_output=True, text=True, check=True,
+        ).stdout
+        assert f"Printer jammed {unique}" in shown and "Still jammed." in shown
+        assert shown.index("step 1") < shown.index("step 2")
+    finally:
+        pipeline.send_signal(signal.SIGTERM)
+        output, _ = pipeline.communicate(timeout=60)
+    assert pipeline.returncode == 0, output[-3000:]
+    assert user.password not in output, "a password reached the logs"

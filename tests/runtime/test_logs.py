@@ -1,0 +1,16 @@
+import json
+
+import structlog
+from pydantic import SecretStr
+
+from mailintake.runtime.logs import REDACTED, configure_logging
+
+
+def test_secrets_never_reach_the_log(capsys):
+    configure_logging("test")
+    log = structlog.get_logger()
+    log.info("login", account_id="desk", password="hunter2", token="abc", secret_value=SecretStr("x"), note=SecretStr("y"))
+    line = json.loads(capsys.readouterr().err.strip().splitlines()[-1])
+    assert line["account_id"] == "desk" and line["service"] == "test"
+    assert line["password"] == line["token"] == line["secret_value"] == line["note"] == REDACTED
+    structlog.contextvars.clear_contextvars()
