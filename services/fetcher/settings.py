@@ -18,8 +18,8 @@ class FetcherSettings(ServiceSettings):
     accounts_file: Path = Path("accounts.yaml")
     """YAML file with the accounts to poll (an 'accounts:' list)."""
 
-    inline_limit_bytes: int = Field(default=1024 * 1024, ge=1024, le=900 * 1024 * 1024)
-    """Mails larger than this go through the claim-check store instead of inline on Kafka."""
+    inline_limit_bytes: int = Field(default=1024 * 1024, ge=1024, le=1536 * 1024)
+    """Mails larger than this go through the claim-check store instead of inline on Kafka (at most 1.5 MiB, which the topics' max.message.bytes allows)."""
 
     fetch_chunk: int = Field(default=100, ge=1, le=5000)
     """Mails fetched and produced per round trip; the high-water mark moves after each chunk."""

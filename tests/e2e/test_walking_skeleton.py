@@ -130,3 +130,48 @@ def test_mail_becomes_a_ticket_and_a_reply_becomes_its_second_step(stack, unique
         output, _ = pipeline.communicate(timeout=60)
     assert pipeline.returncode == 0, output[-3000:]
     assert user.password not in output, "a password reached the logs"
+
+
+def dead_letters(bootstrap, want_value_containing, timeout=90):
+    consumer = KafkaConsumer(
+        "mail.dlq", bootstrap_servers=bootstrap, auto_offset_reset="earliest", consumer_timeout_ms=2000
+    )
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            for message in consumer:
+                letter = decode_record("mail.dlq", message.value)
+                if letter.original_value and want_value_containing in letter.original_value:
+                    return letter
+    finally:
+        consumer.close()
+    return None
+
+
+def test_unreadable_mail_goes_to_the_dlq_with_its_source_and_reason(stack, unique, tmp_path):
+    user = add_mail_user(f"dlq{unique}", f"pw-{unique}")
+    account_id = f"dlq-{unique}"
+    accounts = tmp_path / "accounts.yaml"
+    write_accounts(accounts, stack, user, account_id)
+    marker = f"no-sender-{unique}"
+    with imap(stack, user) as client:
+        client.append("INBOX", f"Subject: {marker}\r\nTo: {user.address}\r\n\r\nWho sent this?\r\n".encode())
+        client.append("INBOX", demo_mail("ok@example.com", f"fine {unique}", "fine", user.address))
+    pipeline = subprocess.Popen(
+        [sys.executable, "-m", "mailintake", "run", "all", "--accounts", str(accounts)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        letter = dead_letters(stack.kafka_bootstrap, marker.encode())
+        assert letter is not None, "the unreadable mail never reached mail.dlq"
+        assert (letter.service, letter.source_topic) == ("classifier", "mail.raw")
+        assert letter.source_offset >= 0 and letter.source_partition >= 0
+        assert letter.reason == "mail has no sender address in From, Sender or Return-Path"
+        assert letter.exception_type == "mailintake.contracts.errors.InvalidMessage"
+        # The good mail behind it was not held up, and the bad one did not become a ticket.
+        assert wait_for_tickets(stack.database_url, account_id, 1, timeout=60) == 1
+        time.sleep(2)
+        assert wait_for_tickets(stack.database_url, account_id, 2, timeout=0) == 1
+    finally:
+        pipeline.send_signal(signal.SIGTERM)
+        pipeline.wait(timeout=60)
