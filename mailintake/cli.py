@@ -49,6 +49,18 @@ def _database_url() -> str:
         raise  # unreachable; keeps type checkers calm
 
 
+@stack_app.command("env")
+def stack_env() -> None:
+    """Print `export` lines that point every service at the local stack (for `eval`)."""
+    import shlex
+
+    from mailintake.local_environment import service_environment
+    from mailintake.stack import Stack
+
+    for name, value in service_environment(Stack().endpoints).items():
+        typer.echo(f"export {name}={shlex.quote(value)}")
+
+
 @app.command("run")
 def run(
     service: ServiceName = typer.Argument(..., help="fetcher, classifier, ticketer, or all (each as its own process)."),
@@ -180,8 +192,11 @@ def demo(
     before = wait_for_tickets(endpoints.database_url, "demo-demo", 0, 0)
     seeded = seed(endpoints)
     typer.echo(f"put {seeded} demo mails into {endpoints.user('demo').address}; starting fetcher, classifier, ticketer")
+    from mailintake.local_environment import service_environment
+
     pipeline = subprocess.Popen(
-        [sys.executable, "-m", "mailintake", "run", "all", "--accounts", str(accounts)], env=dict(os.environ)
+        [sys.executable, "-m", "mailintake", "run", "all", "--accounts", str(accounts)],
+        env={**os.environ, **service_environment(endpoints)},
     )
     try:
         handled = wait_for_tickets(endpoints.database_url, "demo-demo", before + seeded, timeout)

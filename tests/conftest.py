@@ -6,6 +6,7 @@ anyway so a test run from an IDE works too.
 
 from __future__ import annotations
 
+import os
 import uuid
 
 import pytest
@@ -19,7 +20,11 @@ def stack():
     from mailintake.database.migrate import upgrade
     from mailintake.stack import Stack
 
+    from mailintake.local_environment import service_environment
+
     endpoints = Stack().up()
+    # Services started by the tests inherit this, so any configured stack ports work.
+    os.environ.update(service_environment(endpoints))
     subprocess.run(
         [sys.executable, "-m", "mailintake", "topics", "apply", "--bootstrap", endpoints.kafka_bootstrap],
         check=True, capture_output=True,

@@ -28,17 +28,33 @@ def redact_secrets(_logger: Any, _method: str, event: dict[str, Any]) -> dict[st
 
 
 def configure_logging(service: str, level: str = "INFO") -> None:
-    """Send JSON lines to stderr, one per event, tagged with the service name."""
-    logging.basicConfig(stream=sys.stderr, level=level, format="%(message)s")
+    """Send JSON lines to stderr, one per event, tagged with the service name.
+
+    Records of third-party libraries (kafka-python, alembic, ...) go through the same
+    processors, so every line on stderr is one JSON object.
+    """
+    shared = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        redact_secrets,
+    ]
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name],
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, structlog.processors.JSONRenderer()],
+        )
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
     # Third-party clients log every reconnect at INFO; keep their warnings only.
     for noisy in ("kafka", "aiokafka", "faust", "mode", "alembic"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))
     structlog.configure(
         processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            redact_secrets,
+            *shared,
             structlog.processors.format_exc_info,
             structlog.processors.JSONRenderer(),
         ],

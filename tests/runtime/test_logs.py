@@ -14,3 +14,14 @@ def test_secrets_never_reach_the_log(capsys):
     assert line["account_id"] == "desk" and line["service"] == "test"
     assert line["password"] == line["token"] == line["secret_value"] == line["note"] == REDACTED
     structlog.contextvars.clear_contextvars()
+
+
+def test_third_party_records_are_json_too(capsys):
+    import logging
+
+    configure_logging("test")
+    logging.getLogger("kafka.client").warning("No partition metadata for topic %s", "mail.raw")
+    line = json.loads(capsys.readouterr().err.strip().splitlines()[-1])
+    assert line["event"] == "No partition metadata for topic mail.raw"
+    assert line["logger"] == "kafka.client" and line["level"] == "warning" and line["service"] == "test"
+    structlog.contextvars.clear_contextvars()
