@@ -60,3 +60,13 @@ class AccountStatus(Base):
     consecutive_failures: Mapped[int] = mapped_column(Integer, server_default="0")
     poll_lag_seconds: Mapped[float | None] = mapped_column(Float)
     mails_fetched: Mapped[int] = mapped_column(BigInteger, server_default="0")
+
+
+class Pop3Uidl(Base):
+    """A POP3 mail (by UIDL) that Kafka acknowledged; POP3 has no UID high-water mark."""
+
+    __tablename__ = "pop3_uidls"
+
+    account_id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    uidl: Mapped[str] = mapped_column(String(200), primary_key=True)
+    produced_at: Mapped[datetime] = mapped_column(server_default=func.now())

@@ -1,4 +1,5 @@
-"""Tables the ticketer owns: tickets, their steps, and the processed-mail ledger."""
+"""Tables the ticketer owns: tickets, their steps, the processed-mail ledger, users,
+locations/customers, reference data and the outbox of outbound mail."""
 
 from __future__ import annotations
 
@@ -24,6 +25,8 @@ class Ticket(Base):
     resource: Mapped[str | None] = mapped_column(String(200))
     requester: Mapped[str] = mapped_column(String(320))
     source_account_id: Mapped[str] = mapped_column(String(200))
+    requester_user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    location_id: Mapped[int | None] = mapped_column(ForeignKey("locations.id"))
     bundle_key: Mapped[str | None] = mapped_column(Text)
     opening_poll_cycle: Mapped[int | None] = mapped_column(BigInteger)
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
@@ -76,3 +79,80 @@ class ProcessedMail(Base):
     subject: Mapped[str | None] = mapped_column(Text)
     reason: Mapped[str | None] = mapped_column(Text)
     processed_at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+
+class _ReferenceData:
+    name: Mapped[str] = mapped_column(String(200), primary_key=True)
+    description: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+
+class Resource(_ReferenceData, Base):
+    """Who a new ticket is assigned to, as a new order."""
+
+    __tablename__ = "resources"
+
+
+class Category(_ReferenceData, Base):
+    __tablename__ = "categories"
+
+
+class Priority(_ReferenceData, Base):
+    __tablename__ = "priorities"
+
+
+class Location(Base):
+    """A location/customer, created from a sender's domain or by hand."""
+
+    __tablename__ = "locations"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(255))
+    domain: Mapped[str] = mapped_column(String(255), unique=True)
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+
+class User(Base):
+    __tablename__ = "users"
+    __table_args__ = (Index("uq_users_email_lower", text("lower(email)"), unique=True),)
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    login: Mapped[str] = mapped_column(String(255), unique=True)
+    email: Mapped[str] = mapped_column(String(320))
+    display_name: Mapped[str | None] = mapped_column(String(255))
+    location_id: Mapped[int | None] = mapped_column(ForeignKey("locations.id"))
+    created_from_account_id: Mapped[str | None] = mapped_column(String(100))
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+
+class OutboundMail(Base):
+    """The outbox: written in the ticket's transaction, delivered later by the sender loop.
+
+    ``dedupe_key`` (e.g. account, source id and kind) makes a replayed mail queue its
+    auto-answer at most once.
+    """
+
+    __tablename__ = "outbound_mails"
+    __table_args__ = (
+        Index("ix_outbound_mails_due", "status", "next_attempt_at"),
+        Index("ix_outbound_mails_recipient_created", "recipient", "created_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    dedupe_key: Mapped[str] = mapped_column(String(400), unique=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    ticket_number: Mapped[int | None] = mapped_column(ForeignKey("tickets.number", ondelete="SET NULL"))
+    account_id: Mapped[str | None] = mapped_column(String(100))
+    sender_name: Mapped[str | None] = mapped_column(String(255))
+    sender_address: Mapped[str] = mapped_column(String(320))
+    recipient: Mapped[str] = mapped_column(String(320))
+    subject: Mapped[str] = mapped_column(Text)
+    message_id: Mapped[str] = mapped_column(String(400), unique=True)
+    in_reply_to: Mapped[str | None] = mapped_column(Text)
+    body_text: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16), server_default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, server_default="0")
+    next_attempt_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    last_smtp_reply: Mapped[str | None] = mapped_column(Text)
+    sent_at: Mapped[datetime | None] = mapped_column()
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
