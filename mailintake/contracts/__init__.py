@@ -19,10 +19,12 @@ from mailintake.contracts.errors import (
 from mailintake.contracts.keys import key_text, record_key
 from mailintake.contracts.records import (
     RECORD_TYPES,
+    Attachment,
     AvroRecord,
     ClaimCheck,
     DeadLetter,
     Decision,
+    DlqReplay,
     MailClassified,
     MailRaw,
     Protocol,
@@ -41,6 +43,7 @@ from mailintake.contracts.topics import Topic, get_topic, load_topics, schemas_d
 __all__ = [
     "CONSUMER_READERS",
     "RECORD_TYPES",
+    "Attachment",
     "AvroRecord",
     "ClaimCheck",
     "CompatibilityMode",
@@ -49,6 +52,7 @@ __all__ = [
     "ContractError",
     "DeadLetter",
     "Decision",
+    "DlqReplay",
     "FileRegistry",
     "InvalidMessage",
     "MailClassified",

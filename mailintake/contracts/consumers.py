@@ -32,6 +32,7 @@ CONSUMER_READERS: Mapping[str, ConsumerReader] = MappingProxyType(
             ConsumerReader("ticketer", "mail.classified"),
             ConsumerReader("ticket-events-reader", "ticket.events"),
             ConsumerReader("dlq-cli", "mail.dlq"),
+            ConsumerReader("dlq-cli-ledger", "mail.dlq.replays"),
         )
     }
 )

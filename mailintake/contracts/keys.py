@@ -9,6 +9,7 @@ from __future__ import annotations
 from mailintake.contracts.records import (
     DeadLetter,
     Decision,
+    DlqReplay,
     MailClassified,
     MailRaw,
     TicketEvent,
@@ -36,6 +37,8 @@ def key_text(record: TopicRecord) -> str:
         return record.account_id
     if isinstance(record, DeadLetter):
         return f"{record.source_topic}:{record.source_partition}:{record.source_offset}"
+    if isinstance(record, DlqReplay):
+        return f"mail.dlq:{record.dlq_partition}:{record.dlq_offset}"
     raise TypeError(f"no key rule for {type(record).__name__}")
 
 

@@ -39,7 +39,7 @@ from mailintake.contracts.errors import (
     UnknownSchemaId,
     UnregisteredSchema,
 )
-from mailintake.contracts.topics import REGISTRY_FILE_NAME, schemas_dir
+from mailintake.contracts.topics import REGISTRY_FILE_NAME, resolved_schemas_dir, schemas_dir
 
 REGISTRY_URL_ENV = "MAILINTAKE_SCHEMA_REGISTRY_URL"
 
@@ -224,7 +224,7 @@ def _registry(url: str | None, folder: Path) -> SchemaRegistry:
 
 def default_registry() -> SchemaRegistry:
     """``ConfluentRegistry`` at ``$MAILINTAKE_SCHEMA_REGISTRY_URL`` if set, else the repo's file."""
-    return _registry(os.environ.get(REGISTRY_URL_ENV) or None, schemas_dir().resolve())
+    return _registry(os.environ.get(REGISTRY_URL_ENV) or None, resolved_schemas_dir())
 
 
 def load_file_registry(folder: Path | None = None) -> FileRegistry:

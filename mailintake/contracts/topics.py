@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 from typing import Any, Literal
@@ -22,6 +23,20 @@ def schemas_dir() -> Path:
     if configured:
         return Path(configured)
     return Path(__file__).resolve().parents[2] / "schemas"
+
+
+@functools.lru_cache(maxsize=16)
+def _resolved(configured: str | None) -> Path:
+    return schemas_dir().resolve()
+
+
+def resolved_schemas_dir() -> Path:
+    """``schemas_dir()`` resolved, remembered per value of ``$MAILINTAKE_SCHEMAS_DIR``.
+
+    Every record encoded or decoded looks its codec up by this folder; resolving the
+    path each time cost more than the Avro encoding of a small record.
+    """
+    return _resolved(os.environ.get(SCHEMAS_DIR_ENV))
 
 
 class _Frozen(BaseModel):

@@ -1,28 +1,114 @@
-"""Pure helpers for mail addresses, tested directly."""
+"""Pure helpers for mail addresses, tested directly.
+
+Normal form of an address (the sender, the bundle key, the requester):
+
+* lower-cased, local part included: mailboxes are case-insensitive in practice, and
+  one requester must not become two over ``Max@`` and ``max@``;
+* the domain in Unicode (U-labels), NFC-normalised: ``xn--mnchen-3ya.de`` becomes
+  ``münchen.de``, so an IDN address reads the same whether the client sent it in
+  punycode or, under RFC 6532, in UTF-8. Punycode that is not valid IDNA stays as written;
+* a quoted local part loses its quotes when it needs none (``"max.m"@x`` is ``max.m@x``
+  per RFC 5321 4.1.2) and keeps them when it does (``"max m"@x``).
+"""
 
 from __future__ import annotations
 
+import re
+import unicodedata
 from email.utils import getaddresses
+
+import idna
+
+from services.classifier.headers import decode_words, unfold
+
+MAX_ADDRESSES = 50
+"""At most this many addresses are read from one header (a From with thousands is hostile)."""
+
+MAX_ADDRESS_CHARS = 320
+"""Longest address kept: 64 for the local part, 255 for the domain, the '@'."""
+
+_DOT_ATOM = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*$")
+
+
+def normalise_local_part(local: str) -> str:
+    """Lower-case; drop quotes a local part does not need.
+
+    >>> normalise_local_part('"Max.Mustermann"')
+    'max.mustermann'
+    >>> normalise_local_part('"max mustermann"')
+    '"max mustermann"'
+    """
+    local = unicodedata.normalize("NFC", local).lower()
+    if len(local) >= 2 and local[0] == local[-1] == '"':
+        inner = local[1:-1]
+        if _DOT_ATOM.match(inner):
+            return inner
+    return local
+
+
+def unicode_domain(domain_name: str) -> str:
+    """The domain in lower-case Unicode, with punycode labels decoded where they are valid IDNA.
+
+    >>> unicode_domain("XN--MNCHEN-3YA.de")
+    'münchen.de'
+    >>> unicode_domain("xn--broken-.example")
+    'xn--broken-.example'
+    """
+    domain_name = unicodedata.normalize("NFC", domain_name.strip().rstrip(".")).lower()
+    if "xn--" not in domain_name:
+        return domain_name
+    labels = []
+    for label in domain_name.split("."):
+        if label.startswith("xn--"):
+            try:
+                label = idna.decode(label)
+            except (idna.IDNAError, UnicodeError, ValueError):
+                pass
+        labels.append(label)
+    return ".".join(labels)
 
 
 def normalise_address(address: str) -> str:
-    """Lower-case an address and strip the brackets and whitespace around it.
+    """The normal form (see the module docstring) of one bare address.
 
-    >>> normalise_address(" <Max.Mustermann@Example.COM> ")
-    'max.mustermann@example.com'
+    >>> normalise_address(" <Max.Mustermann@XN--MNCHEN-3YA.DE> ")
+    'max.mustermann@münchen.de'
     """
-    return address.strip().strip("<>").strip().lower()
+    address = address.strip().strip("<>").strip()
+    if "@" not in address:
+        return unicodedata.normalize("NFC", address).lower()
+    local, _, domain_name = address.rpartition("@")
+    return f"{normalise_local_part(local)}@{unicode_domain(domain_name)}"
 
 
-def first_address(header_value: str | None) -> tuple[str | None, str | None]:
+def addresses(raw_value: str | None) -> list[tuple[str | None, str]]:
+    """The (decoded display name, normalised address) of every address in a raw header value.
+
+    The structure is parsed before the display names are decoded: an encoded word may
+    hide a comma (``=?utf-8?q?M=C3=BCller=2C_J?= <j@x>``) that must not split the address.
+    Entries without an '@' (group names, ``undisclosed-recipients:;``, a bare ``<>``) are skipped.
+    """
+    if not raw_value:
+        return []
+    found: list[tuple[str | None, str]] = []
+    for name, address in getaddresses([unfold(raw_value)]):
+        if "@" not in address or len(address) > MAX_ADDRESS_CHARS:
+            continue
+        if not address.isascii():
+            # RFC 6532 allows UTF-8 addresses; a raw 8-bit byte here is a surrogate escape.
+            address = decode_words(address)
+        display = decode_words(name)[:MAX_ADDRESS_CHARS] if name else ""
+        found.append((display or None, normalise_address(address)))
+        if len(found) >= MAX_ADDRESSES:
+            break
+    return found
+
+
+def first_address(raw_value: str | None) -> tuple[str | None, str | None]:
     """The (display name, normalised address) of the first address in a header value,
     or (None, None) when the value holds no address."""
-    if not header_value:
-        return None, None
-    for name, address in getaddresses([header_value]):
-        if "@" in address:
-            return (name or None), normalise_address(address)
-    return None, None
+    found = addresses(raw_value)
+    return found[0] if found else (None, None)
 
 
 def local_part(address: str) -> str:
@@ -33,4 +119,3 @@ def local_part(address: str) -> str:
 def domain(address: str) -> str:
     """The part after the last '@', lower-cased."""
     return address.rsplit("@", 1)[1].lower()
-

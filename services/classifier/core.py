@@ -1,12 +1,24 @@
-"""The classifier's pure core: one ``MailRaw`` in, one ``MailClassified`` out."""
+"""The classifier's pure core: one ``MailRaw`` in, one ``MailClassified`` out.
+
+:func:`process` is what the service runs for every record (and what the tests and the
+benchmark run): load the raw bytes, parse, decide, encode. Kafka and the claim-check
+store stay outside; ``load_claim_check`` is handed in.
+"""
 
 from __future__ import annotations
 
 import json
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
 
-from mailintake.contracts.records import Decision, MailClassified, MailRaw
-from services.classifier.parsing import parse_mail
-from services.classifier.rules import RuleContext, decide
+from mailintake.contracts import InvalidMessage
+from mailintake.contracts.records import Attachment, ClaimCheck, Decision, MailClassified, MailRaw, encode_record
+from services.classifier.parsing import MailTooLarge, ParseLimits, ParsedMail, parse_mail
+from services.classifier.rules import Mark, Outcome, RuleContext, decide
+from services.classifier.settings import ClassifierSettings, LoopBulkDecision
+
+OUTPUT_TOPIC = "mail.classified"
 
 
 def bundle_key(account_id: str, sender: str, subject: str) -> str:
@@ -17,10 +29,43 @@ def bundle_key(account_id: str, sender: str, subject: str) -> str:
     return json.dumps([account_id, sender, subject], ensure_ascii=False, separators=(",", ":"))
 
 
-def classify(mail: MailRaw, raw: bytes, context: RuleContext) -> MailClassified:
-    """Decide what the ticketer does with ``mail`` whose bytes are ``raw``."""
-    parsed = parse_mail(raw)
-    outcome = decide(parsed, context)
+@dataclass(frozen=True)
+class Classifier:
+    """Everything a decision depends on besides the mail: settings, compiled once."""
+
+    instance_id: str
+    reference_pattern: re.Pattern[str]
+    loop_bulk_decision: LoopBulkDecision
+    message_id_domains: frozenset[str]
+    limits: ParseLimits
+
+    @classmethod
+    def from_settings(cls, settings: ClassifierSettings) -> Classifier:
+        return cls(
+            instance_id=settings.instance_id,
+            reference_pattern=re.compile(settings.reference_pattern),
+            loop_bulk_decision=settings.loop_bulk_decision,
+            message_id_domains=settings.message_id_domains,
+            limits=ParseLimits(
+                max_mail_bytes=settings.max_mail_bytes,
+                max_body_text_bytes=settings.max_body_text_bytes,
+                max_body_html_bytes=settings.max_body_html_bytes,
+            ),
+        )
+
+    def context(self, mail: MailRaw) -> RuleContext:
+        return RuleContext(
+            options=mail.ticket_options,
+            instance_id=self.instance_id,
+            reference_pattern=self.reference_pattern,
+            loop_bulk_decision=self.loop_bulk_decision,
+            message_id_domains=self.message_id_domains,
+        )
+
+
+def decision_record(mail: MailRaw, parsed: ParsedMail, outcome: Outcome) -> MailClassified:
+    """The ``mail.classified`` value for ``mail`` parsed as ``parsed`` and decided as ``outcome``."""
+    report = parsed.delivery_report
     return MailClassified(
         account_id=mail.account_id,
         source_id=mail.source_id,
@@ -36,12 +81,44 @@ def classify(mail: MailRaw, raw: bytes, context: RuleContext) -> MailClassified:
         bundle_key=bundle_key(mail.account_id, parsed.sender, parsed.subject)
         if outcome.decision is Decision.NEW_TICKET
         else None,
-        ticket_reference=outcome.ticket_reference,
+        ticket_reference=outcome.ticket_reference if outcome.decision is Decision.FOLLOW_UP else None,
         body_text=parsed.body_text,
         raw_sha256=parsed.raw_sha256,
         sender_identity=mail.sender_identity,
         ticket_options=mail.ticket_options,
+        body_html=parsed.body_html,
+        body_truncated=parsed.body_truncated,
+        attachments=[
+            Attachment(
+                part=a.part,
+                filename=a.filename,
+                content_type=a.content_type,
+                size=a.size,
+                content_id=a.content_id,
+                inline=a.inline,
+                unpacked_from=a.unpacked_from,
+            )
+            for a in parsed.attachments
+        ],
+        priority=parsed.priority,
+        in_reply_to=parsed.in_reply_to,
+        references=list(parsed.references),
+        from_addresses=list(parsed.from_addresses),
+        auto_submitted=Mark.AUTO_SUBMITTED in outcome.marks,
+        bulk=Mark.BULK in outcome.marks,
+        loop=Mark.LOOP in outcome.marks,
+        bounce=Mark.BOUNCE in outcome.marks,
+        suppress_auto_answer=Mark.SUPPRESS_AUTO_ANSWER in outcome.marks,
+        bounce_original_message_id=report.original_message_id if report else None,
+        bounce_status=report.status if report else None,
+        parse_defects=list(parsed.defects),
     )
+
+
+def classify(mail: MailRaw, raw: bytes, classifier: Classifier) -> MailClassified:
+    """Decide what the ticketer does with ``mail`` whose bytes are ``raw``."""
+    parsed = parse_mail(raw, classifier.limits)
+    return decision_record(mail, parsed, decide(parsed, classifier.context(mail)))
 
 
 def output_key(decision: MailClassified) -> str:
@@ -51,3 +128,27 @@ def output_key(decision: MailClassified) -> str:
     if decision.decision is Decision.FOLLOW_UP and decision.ticket_reference:
         return decision.ticket_reference
     return f"{decision.account_id}:{decision.source_id}"
+
+
+def raw_bytes(mail: MailRaw, limits: ParseLimits, load_claim_check: Callable[[ClaimCheck], bytes]) -> bytes:
+    """The mail's bytes, inline or from the claim-check store; :class:`MailTooLarge` past the
+    hard limit, checked on the declared size first so a huge mail is never loaded."""
+    if mail.size > limits.max_mail_bytes:
+        raise MailTooLarge(f"mail of {mail.size} bytes is larger than the limit of {limits.max_mail_bytes} bytes")
+    if mail.raw is not None:
+        return mail.raw
+    if mail.claim_check is None:
+        raise InvalidMessage("mail.raw record carries neither raw bytes nor a claim check")
+    return load_claim_check(mail.claim_check)
+
+
+def process(
+    mail: MailRaw, classifier: Classifier, load_claim_check: Callable[[ClaimCheck], bytes]
+) -> tuple[bytes, bytes]:
+    """The (key, value) to produce on ``mail.classified`` for one ``mail.raw`` record.
+
+    Raises :class:`~mailintake.contracts.InvalidMessage` (and its subclasses) for a mail
+    that can never be classified; the stream loop dead-letters those.
+    """
+    decision = classify(mail, raw_bytes(mail, classifier.limits, load_claim_check), classifier)
+    return output_key(decision).encode(), encode_record(OUTPUT_TOPIC, decision)

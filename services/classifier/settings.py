@@ -3,11 +3,21 @@
 from __future__ import annotations
 
 import re
+from enum import StrEnum
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from mailintake.runtime.settings import ServiceSettings
+
+# What one mail.classified record may spend on bodies: the topic takes 2 MiB per record,
+# and headers, attachment metadata and options need room beside the bodies.
+MAX_BODIES_BYTES = 1536 * 1024
+
+
+class LoopBulkDecision(StrEnum):
+    NEW_TICKET = "new_ticket"
+    REJECT = "reject"
 
 
 class ClassifierSettings(ServiceSettings):
@@ -27,6 +37,21 @@ class ClassifierSettings(ServiceSettings):
     max_dlq_ratio: float = Field(default=0.5, gt=0, le=1)
     """Stop the service when more than this share of recent records went to the DLQ."""
 
+    outbound_message_id_domains: str = ""
+    """Comma-separated domains our own Message-IDs use; a reply names a ticket through In-Reply-To/References only with an id on one of them. Empty: any domain (the id's format and instance id still must match)."""
+
+    loop_bulk_decision: LoopBulkDecision = LoopBulkDecision.NEW_TICKET
+    """What a mail marked as automatic, bulk, loop or bounce becomes when it is no follow-up: a 'new_ticket' (without auto-answer) or 'reject'."""
+
+    max_mail_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
+    """Mails larger than this are not parsed but dead-lettered; memory per replica grows with it (about 4 times this at peak)."""
+
+    max_body_text_bytes: int = Field(default=256 * 1024, ge=1024)
+    """Longest plain-text body (UTF-8 bytes) put on mail.classified; longer ones are cut and marked truncated."""
+
+    max_body_html_bytes: int = Field(default=512 * 1024, ge=1024)
+    """Longest sanitised HTML body (UTF-8 bytes) put on mail.classified; longer ones are cut and marked truncated."""
+
     @field_validator("reference_pattern")
     @classmethod
     def _pattern_has_groups(cls, value: str) -> str:
@@ -38,3 +63,17 @@ class ClassifierSettings(ServiceSettings):
         if missing:
             raise ValueError(f"needs the named groups {sorted(missing)}")
         return value
+
+    @model_validator(mode="after")
+    def _bodies_fit_the_topic(self) -> ClassifierSettings:
+        if self.max_body_text_bytes + self.max_body_html_bytes > MAX_BODIES_BYTES:
+            raise ValueError(
+                f"max_body_text_bytes + max_body_html_bytes must stay within {MAX_BODIES_BYTES} bytes "
+                "so a decision fits mail.classified's 2 MiB record limit"
+            )
+        return self
+
+    @property
+    def message_id_domains(self) -> frozenset[str]:
+        """``outbound_message_id_domains`` as a set of lower-case domains."""
+        return frozenset(d.strip().lower() for d in self.outbound_message_id_domains.split(",") if d.strip())

@@ -44,3 +44,170 @@ def test_local_part_and_domain_split_at_the_last_at():
 )
 def test_normalise_subject_only_folds_whitespace(raw, expected):
     assert normalise_subject(raw) == expected
+
+
+# ---------------------------------------------------------------- charsets
+
+from services.classifier.charsets import codec_name, decode_text, storable_text, truncate_utf8  # noqa: E402
+
+
+@pytest.mark.parametrize(
+    ("data", "declared", "text", "codec"),
+    [
+        (b"plain", "utf-16", "plain", "ascii"),
+        ("Grüße".encode(), "iso-8859-1", "Grüße", "utf-8"),  # declared latin-1, really UTF-8
+        ("Grüße".encode("cp1252"), "utf-8", "Grüße", "cp1252"),  # declared UTF-8, really cp1252
+        ("€ 5".encode("cp1252"), None, "€ 5", "cp1252"),
+        (b"\x81\x8d", None, "\x81\x8d", "latin-1"),  # bytes cp1252 leaves undefined
+        ("Печать".encode("koi8-r"), "koi8-r", "Печать", "koi8-r"),
+        ("パス".encode("iso-2022-jp"), "ISO-2022-JP", "パス", "iso2022_jp"),  # 7-bit, yet not ASCII
+        ("x€".encode(), "utf8mb4", "x€", "utf-8"),
+        ("ä".encode(), "no-such-charset", "ä", "utf-8"),
+    ],
+)
+def test_decode_text_tries_declared_then_falls_back(data, declared, text, codec):
+    assert decode_text(data, declared) == (text, codec)
+
+
+def test_codec_name_knows_mail_aliases_and_refuses_junk():
+    assert codec_name("ks_c_5601-1987") == "cp949"
+    assert codec_name("unknown-8bit") is None
+    assert codec_name("utf\x00-8") is None
+
+
+def test_storable_text_drops_nul_and_controls_and_lone_surrogates():
+    assert storable_text("a\x00b\x07c\td\r\ne\udcff") == "abc\td\r\ne\ufffd"
+
+
+def test_truncate_utf8_never_splits_a_character():
+    assert truncate_utf8("€€", 5) == ("€", True)
+    assert truncate_utf8("€€", 6) == ("€€", False)
+
+
+# ---------------------------------------------------------------- headers
+
+from services.classifier.headers import decode_words, first_token, message_ids, unfold  # noqa: E402
+
+
+@pytest.mark.parametrize(
+    ("raw", "decoded"),
+    [
+        ("=?utf-8?B?SsO8cmdlbg==?=", "Jürgen"),
+        ("=?ISO-8859-1?Q?a?= =?ISO-8859-1?Q?b?=", "ab"),  # whitespace between encoded words goes
+        ("=?utf-8?q?a?= plain =?utf-8?q?b?=", "a plain b"),
+        ("=?iso-8859-1?b?w7w=?=", "ü"),  # UTF-8 inside a latin-1 label
+        ("=?x-unknown?q?=C3=BC?=", "ü"),
+        ("=?utf-8?b?!!!not*base64?= rest", "=?utf-8?b?!!!not*base64?= rest"),  # undecodable: kept as written
+        ("Gr\udcfc\udcdfe", "Grüße"),  # raw cp1252 bytes, surrogate-escaped by the parser
+        ("=?utf-8?q?x?= \udce4", "x ä"),  # raw 8-bit next to an encoded word
+        ("folded\r\n\tline", "folded\tline"),
+    ],
+)
+def test_decode_words(raw, decoded):
+    assert decode_words(raw) == decoded
+
+
+def test_unfold_keeps_the_whitespace_that_follows_a_fold():
+    assert unfold("a\r\n b\n\tc") == "a b\tc"
+
+
+def test_message_ids_keeps_root_and_latest_when_trimming():
+    value = " ".join(f"<{n}@x>" for n in range(10))
+    assert message_ids(value, limit=3) == ["<0@x>", "<8@x>", "<9@x>"]
+    assert message_ids("no ids here") == []
+
+
+def test_first_token_lowercases_and_drops_parameters():
+    assert first_token("Auto-Replied; owner-email=x@y") == "auto-replied"
+    assert first_token(None) == ""
+
+
+# ---------------------------------------------------------------- addresses
+
+from services.classifier.addresses import addresses, normalise_local_part, unicode_domain  # noqa: E402
+
+
+def test_idn_domains_become_unicode_whichever_form_they_came_in():
+    assert normalise_address("Info@XN--MNCHEN-3YA.DE") == normalise_address("info@münchen.de") == "info@münchen.de"
+
+
+def test_invalid_punycode_stays_as_written():
+    assert unicode_domain("xn--a.example") == "xn--a.example"
+
+
+@pytest.mark.parametrize(
+    ("local", "normal"),
+    [('"Max.M"', "max.m"), ('"max m"', '"max m"'), ('"a@b"', '"a@b"'), ("Plain", "plain")],
+)
+def test_quoted_local_parts_lose_only_unneeded_quotes(local, normal):
+    assert normalise_local_part(local) == normal
+
+
+def test_addresses_decodes_names_after_splitting_the_list():
+    assert addresses("=?utf-8?q?M=C3=BCller=2C_J?= <J@x.de>, b@y.de") == [("Müller, J", "j@x.de"), (None, "b@y.de")]
+
+
+def test_addresses_skips_groups_and_null_senders():
+    assert addresses("undisclosed-recipients:;") == []
+    assert addresses("<>") == []
+
+
+# ---------------------------------------------------------------- transfer encodings
+
+from services.classifier.transfer_encoding import (  # noqa: E402
+    base64_decoded_size,
+    decode_prefix,
+    quoted_printable_decoded_size,
+)
+
+
+@pytest.mark.parametrize("data", [b"", b"a", b"ab", b"abc", bytes(range(256)) * 40])
+def test_base64_size_is_counted_without_decoding(data):
+    import base64
+
+    assert base64_decoded_size(base64.encodebytes(data).decode().replace("\n", "\r\n")) == len(data)
+
+
+def test_quoted_printable_size_counts_decoded_bytes():
+    import quopri
+
+    data = ("Grüße =\n" * 500).encode()
+    assert quoted_printable_decoded_size(quopri.encodestring(data).decode()) == len(data)
+
+
+def test_decode_prefix_cuts_and_says_so():
+    assert decode_prefix("hello", "7bit", 3) == (b"hel", True)
+    assert decode_prefix("caf=C3=A9", "quoted-printable", 100) == ("café".encode(), False)
+
+
+# ---------------------------------------------------------------- priority and HTML
+
+from services.classifier.html_bodies import html_to_text, sanitise_html  # noqa: E402
+from services.classifier.priority import declared_priority  # noqa: E402
+
+
+@pytest.mark.parametrize(
+    ("headers", "priority"),
+    [
+        ({"x-priority": ["2 (High)"]}, "high"),
+        ({"x-priority": ["3"]}, "normal"),
+        ({"x-priority": ["9"], "importance": ["low"]}, "low"),  # nonsense X-Priority: next header
+        ({"x-msmail-priority": ["High"]}, "high"),
+        ({"priority": ["non-urgent"]}, "low"),
+        ({"importance": ["whatever"]}, None),
+    ],
+)
+def test_declared_priority(headers, priority):
+    assert declared_priority(headers) == priority
+
+
+def test_sanitised_html_keeps_cid_images_and_drops_active_content():
+    html = sanitise_html('<img src="cid:a@b" onerror="x()"><a href="javascript:x()">j</a><iframe src="y"></iframe>')
+    assert 'src="cid:a@b"' in html
+    assert "onerror" not in html and "javascript" not in html and "iframe" not in html
+
+
+def test_html_to_text_puts_blocks_on_lines_and_copes_with_nothing():
+    assert html_to_text("<table><tr><td>a</td><td>b</td></tr><tr><td>c</td></tr></table>") == "a b\nc"
+    assert html_to_text("<!-- only a comment -->") == ""
+    assert html_to_text("   ") == ""

@@ -20,7 +20,8 @@ from mailintake.contracts.topics import load_topics
 TOPICS = load_topics()
 EXAMPLES = [(t.name, m.value) for t in TOPICS.values() for m in example_messages(t)]
 ENCODED = [(name, encode(name, value)) for name, value in EXAMPLES]
-IDS = {"mail.raw": 1, "mail.classified": 2, "ticket.events": 3, "mail.dlq": 4}
+# The id each topic's current schema version has in schemas/registry.yaml.
+IDS = {"mail.raw": 1, "mail.classified": 5, "ticket.events": 3, "mail.dlq": 4, "mail.dlq.replays": 6}
 
 
 def test_values_carry_magic_byte_and_big_endian_schema_id():
@@ -103,7 +104,8 @@ def test_records_written_with_an_older_version_are_read_into_the_current_shape(t
     (folder / "mail.raw.avsc").write_text(json.dumps(definition, indent=2))
     shutil.copy(folder / "mail.raw.avsc", folder / "history" / "mail.raw" / "v2.avsc")
     registry = yaml.safe_load((folder / "registry.yaml").read_text())
-    registry["subjects"]["mail.raw-value"].append({"version": 2, "id": 5, "schema": "history/mail.raw/v2.avsc"})
+    next_id = max(v["id"] for versions in registry["subjects"].values() for v in versions) + 1
+    registry["subjects"]["mail.raw-value"].append({"version": 2, "id": next_id, "schema": "history/mail.raw/v2.avsc"})
     (folder / "registry.yaml").write_text(yaml.safe_dump(registry))
 
     new_codec = TopicCodec(load_topics(folder)["mail.raw"], FileRegistry(folder / "registry.yaml"))
@@ -112,7 +114,7 @@ def test_records_written_with_an_older_version_are_read_into_the_current_shape(t
 
     assert new_codec.decode(old_data) == {**old_value, "folder": None}
     new_data = new_codec.encode({**old_value, "folder": "INBOX"})
-    assert new_data[1:5] == struct.pack(">I", 5)
+    assert new_data[1:5] == struct.pack(">I", next_id)
     assert new_codec.decode(new_data)["folder"] == "INBOX"
 
 

@@ -1,0 +1,93 @@
+"""Big mails: a 20 MB attachment is measured, not decoded; the hard limit dead-letters;
+bodies are cut to what mail.classified can carry. The mails are made here, not stored."""
+
+from __future__ import annotations
+
+import base64
+import os
+import time
+import tracemalloc
+
+import pytest
+
+from mailintake.contracts.records import ClaimCheck, decode_record
+from services.classifier.core import Classifier, process
+from services.classifier.parsing import MailTooLarge, ParseLimits, parse_mail
+from services.classifier.settings import ClassifierSettings
+
+MIB = 1024 * 1024
+
+
+def mail_with_attachment(attachment_bytes: int, text: str = "Siehe Anhang.") -> bytes:
+    # Random bytes, so nothing along the way could compress or shortcut them.
+    payload = base64.encodebytes(os.urandom(attachment_bytes)).replace(b"\n", b"\r\n")
+    return (
+        b"From: Anna Schmidt <anna@example.com>\r\nSubject: Grosser Anhang\r\nMessage-ID: <big@example.com>\r\n"
+        b"MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=B\r\n\r\n"
+        b"--B\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n" + text.encode() + b"\r\n"
+        b"--B\r\nContent-Type: application/zip; name=logs.zip\r\nContent-Transfer-Encoding: base64\r\n"
+        b"Content-Disposition: attachment; filename=logs.zip\r\n\r\n" + payload + b"--B--\r\n"
+    )
+
+
+def test_a_20_mb_attachment_is_measured_exactly_within_bounded_memory():
+    raw = mail_with_attachment(20 * MIB)
+    tracemalloc.start()
+    started = time.monotonic()
+    try:
+        parsed = parse_mail(raw)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    elapsed = time.monotonic() - started
+    (attachment,) = parsed.attachments
+    assert (attachment.filename, attachment.size) == ("logs.zip", 20 * MIB)
+    assert parsed.body_text == "Siehe Anhang."
+    # The parser keeps the encoded attachment once (about 1.37 x 20 MiB) plus its line
+    # list while reading it; decoding it would add another 20 MiB on top.
+    assert peak < 3.5 * len(raw), f"peak {peak / MIB:.0f} MiB for a {len(raw) / MIB:.0f} MiB mail"
+    assert elapsed < 30
+
+
+def test_a_mail_over_the_hard_limit_is_dead_lettered_before_it_is_loaded(make_raw_record):
+    classifier = Classifier.from_settings(ClassifierSettings(max_mail_bytes=4096))
+    record = make_raw_record(b"From: a@b.c\r\n\r\nx", size=5000).model_copy(
+        update={"raw": None, "claim_check": ClaimCheck(store="postgres", sha256="ab" * 32, size=5000)}
+    )
+
+    def load(check):  # noqa: ANN001, ANN202
+        raise AssertionError("a mail over the limit must not be loaded")
+
+    with pytest.raises(MailTooLarge, match="5000 bytes is larger than the limit of 4096 bytes"):
+        process(record, classifier, load)
+
+
+def test_a_mail_larger_than_declared_is_still_held_to_the_limit():
+    with pytest.raises(MailTooLarge):
+        parse_mail(mail_with_attachment(8192), ParseLimits(max_mail_bytes=4096))
+
+
+def test_claim_checked_mails_are_loaded_from_the_store(make_raw_record, classifier):
+    raw = b"From: a@b.c\r\nSubject: s\r\n\r\nbody\r\n"
+    check = ClaimCheck(store="postgres", sha256="cd" * 32, size=len(raw))
+    record = make_raw_record(raw).model_copy(update={"raw": None, "claim_check": check})
+    _, value = process(record, classifier, lambda c: raw if c == check else b"")
+    assert decode_record("mail.classified", value).body_text == "body\n"
+
+
+def test_long_bodies_are_cut_to_the_limits_and_marked(make_raw_record):
+    classifier = Classifier.from_settings(ClassifierSettings(max_body_text_bytes=2048, max_body_html_bytes=4096))
+    text = "Zeile mit Umlauten äöü\n" * 20_000
+    html = "<p>" + "Absatz mit Text " * 30_000 + "</p>"
+    raw = (
+        "From: a@b.c\r\nSubject: lang\r\nMIME-Version: 1.0\r\nContent-Type: multipart/alternative; boundary=A\r\n\r\n"
+        f"--A\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+        f"{base64.encodebytes(text.encode()).decode()}\r\n"
+        f"--A\r\nContent-Type: text/html; charset=utf-8\r\n\r\n{html}\r\n--A--\r\n"
+    ).encode()
+    _, value = process(make_raw_record(raw), classifier, None)
+    decision = decode_record("mail.classified", value)
+    assert decision.body_truncated
+    assert 2000 < len(decision.body_text.encode()) <= 2048
+    assert decision.body_text.startswith("Zeile mit Umlauten äöü\n")
+    assert len(decision.body_html.encode()) <= 4096
