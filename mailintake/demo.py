@@ -30,13 +30,13 @@ DEMO_MAILS = (
 )
 
 
-def demo_mail(sender: str, subject: str, body: str, to: str) -> bytes:
+def demo_mail(sender: str, subject: str, body: str, to: str, message_id: str | None = None) -> bytes:
     message = EmailMessage()
     message["From"] = sender
     message["To"] = to
     message["Subject"] = subject
     message["Date"] = format_datetime(datetime.now(UTC))
-    message["Message-ID"] = make_msgid(idstring=uuid.uuid4().hex[:12], domain="demo.mailintake.test")
+    message["Message-ID"] = message_id or make_msgid(idstring=uuid.uuid4().hex[:12], domain="demo.mailintake.test")
     message.set_content(body)
     return message.as_bytes()
 
@@ -68,7 +68,14 @@ def write_accounts_file(endpoints: Endpoints, path: Path, user: str, poll_interv
         "poll_interval_seconds": poll_interval_seconds,
         "after_fetch": "mark_seen",
         "sender": {"name": "mailintake demo desk", "address": mailbox.address},
-        "ticket_options": {"auto_bundle": True, "category": None, "priority": None, "resource": None},
+        # Demo senders are unknown: they become users, or the ticketer would reject their mails.
+        "ticket_options": {
+            "auto_bundle": True,
+            "create_user_from_local_part": True,
+            "category": None,
+            "priority": None,
+            "resource": None,
+        },
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump({"accounts": [account]}, sort_keys=False, allow_unicode=True), encoding="utf-8")

@@ -6,8 +6,7 @@ import re
 from enum import StrEnum
 from pathlib import Path
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationInfo, field_validator
 
 from mailintake.contracts.records import SenderIdentity, TicketOptions
 
@@ -54,7 +53,7 @@ class Account(BaseModel):
     """CA file or bundle to trust instead of the system's; the certificate is always verified."""
 
     username: str = Field(min_length=1)
-    """Login name; the Exchange shared-mailbox form Domain\\User\\Alias is passed through intact."""
+    """Login name. IMAP and POP3 pass the Exchange shared-mailbox form Domain\\User\\Alias through intact; EWS logs in as Domain\\User and opens the mailbox Alias with delegate access."""
 
     password: SecretStr
     """Password. Never logged, never produced to a topic, never in repr."""
@@ -72,7 +71,7 @@ class Account(BaseModel):
     """Never send the password with IMAP LOGIN or POP3 USER/PASS; use SASL PLAIN (UTF-8) only."""
 
     prevent_ntlm: bool = True
-    """EWS never negotiates NTLM."""
+    """EWS never negotiates NTLM: only Kerberos (Negotiate) is used, with the process's ticket; off, NTLM and then Basic over TLS are allowed too."""
 
     sender: SenderIdentity = SenderIdentity()
     """Sender name and address for auto-answers."""
@@ -85,37 +84,22 @@ class Account(BaseModel):
 
     @field_validator("after_fetch")
     @classmethod
-    def _after_fetch_action(cls, value: str) -> str:
+    def _after_fetch_action(cls, value: str, info: ValidationInfo) -> str:
         if not _AFTER_FETCH.match(value):
             raise ValueError("must be delete, mark_seen or move:<folder>")
+        # POP3 has a single mailbox and no folders, so there is nothing to move a mail to.
+        if info.data.get("protocol") is AccountProtocol.POP3 and value.startswith("move:"):
+            raise ValueError("POP3 has no folders to move to; use delete or mark_seen")
+        return value
+
+    @field_validator("security")
+    @classmethod
+    def _ews_needs_tls(cls, value: Security, info: ValidationInfo) -> Security:
+        # EWS is SOAP over HTTPS: no STARTTLS, and no plain HTTP that would expose the password.
+        if info.data.get("protocol") is AccountProtocol.EWS and value is not Security.TLS:
+            raise ValueError("EWS runs over HTTPS only; use tls")
         return value
 
 
 class InvalidAccountFile(Exception):
     """The accounts file cannot be read; the message names the file, the account and the field."""
-
-
-def load_accounts(path: Path) -> list[Account]:
-    """Read ``accounts:`` from a YAML file; relative ``ca_file`` paths are taken from the file's folder."""
-    try:
-        document = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise InvalidAccountFile(f"{path}: {exc}") from None
-    entries = document.get("accounts") if isinstance(document, dict) else None
-    if not isinstance(entries, list):
-        raise InvalidAccountFile(f"{path}: expected a top-level 'accounts:' list")
-    accounts = []
-    for index, entry in enumerate(entries):
-        if isinstance(entry, dict) and entry.get("ca_file"):
-            entry = {**entry, "ca_file": str(path.parent / entry["ca_file"])}
-        try:
-            accounts.append(Account.model_validate(entry))
-        except ValidationError as exc:
-            label = entry.get("id", f"#{index}") if isinstance(entry, dict) else f"#{index}"
-            problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-            raise InvalidAccountFile(f"{path}: account {label}: {problems}") from None
-    ids = [a.id for a in accounts]
-    duplicates = sorted({i for i in ids if ids.count(i) > 1})
-    if duplicates:
-        raise InvalidAccountFile(f"{path}: duplicate account ids {duplicates}")
-    return accounts

@@ -1,14 +1,22 @@
-"""The fetcher's pure core: which mails a poll fetches and the record each becomes."""
+"""The fetcher's pure core: which mails a poll fetches, how credentials are encoded,
+when a failing account is polled again, and the record each mail becomes."""
 
 from __future__ import annotations
 
+import random
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from email.parser import BytesHeaderParser
 from email import policy
+from typing import TypeVar
 
 from mailintake.contracts.records import ClaimCheck, MailRaw, Protocol
 from services.fetcher.account import Account
+
+T = TypeVar("T")
+
+MAX_BACKOFF_SECONDS = 900.0
 
 
 @dataclass(frozen=True)
@@ -30,19 +38,28 @@ def plan_fetch(cursor: Cursor, uidvalidity: int, found_uids: list[int]) -> Fetch
     """The UIDs to fetch, oldest first.
 
     After a UIDVALIDITY change every old UID is meaningless, so everything in the folder
-    is fetched again; downstream deduplication by Message-ID keeps that from creating
-    duplicate tickets. Otherwise only UIDs above the mark count (a search for ``N:*``
-    also returns the highest UID below N, which must not be fetched again).
+    is fetched again under new source ids: nothing can be lost, and the ticketer's second
+    key (account + Message-ID) keeps mails it already handled from becoming tickets
+    twice. A mail without a Message-ID has no such second key and is handled again.
+    Otherwise only UIDs above the mark count (a search for ``N:*`` also returns the
+    highest UID below N, which must not be fetched again).
     """
     if cursor.uidvalidity is not None and cursor.uidvalidity != uidvalidity:
         return FetchPlan(tuple(sorted(found_uids)), True)
     return FetchPlan(tuple(sorted(u for u in found_uids if u > cursor.last_uid)), False)
 
 
+def header_block(raw: bytes) -> bytes:
+    """The mail up to and including the blank line that ends its headers (all of it if there is none)."""
+    ends = [end + len(blank) for blank in (b"\r\n\r\n", b"\n\n") if (end := raw.find(blank)) >= 0]
+    return raw[: min(ends)] if ends else raw
+
+
 def message_id_of(raw: bytes) -> str | None:
     """The Message-ID header, read from the header block only."""
     try:
-        headers = BytesHeaderParser(policy=policy.compat32).parsebytes(raw)
+        # The header parser would still read the whole body into a payload; cut it off first.
+        headers = BytesHeaderParser(policy=policy.compat32).parsebytes(header_block(raw))
         value = headers.get("Message-ID")
     except Exception:  # noqa: BLE001 - a broken header is the classifier's problem, not a reason to lose the mail
         return None
@@ -74,3 +91,83 @@ def mail_record(
         sender_identity=account.sender,
         ticket_options=account.ticket_options,
     )
+
+
+def imap_source_id(uidvalidity: int, uid: int) -> str:
+    return f"imap:{uidvalidity}:{uid}"
+
+
+def imap_uid(source_id: str) -> int:
+    """The UID inside an ``imap:UIDVALIDITY:UID`` source id."""
+    return int(source_id.rsplit(":", 1)[1])
+
+
+def pop3_source_id(uidl: str) -> str:
+    return f"pop3:{uidl}"
+
+
+@dataclass(frozen=True)
+class Pop3Plan:
+    """What one POP3 session does with the maildrop's UIDL listing."""
+
+    pending: tuple[tuple[int, str], ...]
+    """(message number, UIDL) of mails not produced yet, in maildrop order (oldest first)."""
+    leftovers: tuple[tuple[int, str], ...]
+    """Mails produced and acknowledged before that are still on the server."""
+    vanished: frozenset[str]
+    """Recorded UIDLs the server no longer lists; their records can go."""
+
+
+def parse_uidl_listing(lines: Sequence[bytes]) -> list[tuple[int, str]]:
+    """``UIDL`` response lines (``b"1 000000014ab0"``) as (message number, UIDL)."""
+    listing = []
+    for line in lines:
+        number, _, uidl = line.decode("ascii", "replace").strip().partition(" ")
+        if number.isdigit() and uidl.strip():
+            listing.append((int(number), uidl.strip()))
+    return listing
+
+
+def plan_pop3(listing: Sequence[tuple[int, str]], seen: set[str]) -> Pop3Plan:
+    """Split the server's listing by what was produced before (``seen``).
+
+    A UIDL the server lists twice (which RFC 1939 forbids) is taken once, at its first
+    position, so one mail cannot become two records in one poll.
+    """
+    pending, leftovers, listed = [], [], set()
+    for number, uidl in sorted(listing):
+        if uidl in listed:
+            continue
+        listed.add(uidl)
+        (leftovers if uidl in seen else pending).append((number, uidl))
+    return Pop3Plan(tuple(pending), tuple(leftovers), frozenset(seen - listed))
+
+
+def sasl_plain(username: str, password: str) -> bytes:
+    """The SASL PLAIN message (RFC 4616): empty authzid, NUL, authcid, NUL, password, in UTF-8.
+
+    The user name goes in as given, so ``Domain\\User\\Alias`` reaches the server intact.
+    """
+    return f"\0{username}\0{password}".encode("utf-8")
+
+
+def imap_quoted(text: str) -> str:
+    """``text`` as an IMAP quoted string (RFC 3501): backslash and double quote escaped.
+
+    LOGIN needs this for user names like ``Domain\\User``: a backslash is not allowed
+    in an atom, and sent bare the server answers BAD.
+    """
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def backoff_seconds(interval: int, failures: int, rng: random.Random) -> float:
+    """Seconds until a failing account is polled again: the interval doubled per
+    consecutive failure, capped at 15 minutes, with +-20 % jitter so that accounts
+    failing together (a server restart) do not retry in lockstep; never below the interval."""
+    base = min(interval * (2 ** max(failures - 1, 0)), MAX_BACKOFF_SECONDS)
+    return max(float(interval), base * rng.uniform(0.8, 1.2))
+
+
+def chunked(items: Sequence[T], size: int) -> Iterator[list[T]]:
+    for start in range(0, len(items), size):
+        yield list(items[start : start + size])

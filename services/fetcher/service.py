@@ -2,175 +2,305 @@
 
 Per chunk of mails the order is fixed, and it is the no-loss argument:
 
-1. fetch the bytes (BODY.PEEK: nothing changes on the server);
+1. fetch the bytes (IMAP BODY.PEEK, POP3 RETR: nothing changes on the server);
 2. store oversized mails in the claim-check store;
 3. produce to ``mail.raw`` (acks=all, idempotent producer) and wait for every ack;
 4. apply the after-fetch action (flag, move, delete) to exactly the acknowledged mails;
-5. advance the durable high-water mark.
+5. advance the durable mark (IMAP UIDVALIDITY + UID, POP3 UIDLs).
 
 A crash before 3 completes loses nothing (nothing was acted on); a crash between 3 and 5
 re-produces mails, which downstream deduplicates by account and source id.
+
+The loop is protocol-agnostic: each protocol is a
+:class:`~services.fetcher.mail_source.MailSource`. Polls of different accounts run
+in parallel worker threads, so a slow or failing account does not hold up the others;
+every mail-server operation is bounded by the socket timeout, every Kafka wait too.
 """
 
 from __future__ import annotations
 
-import heapq
 import random
 import threading
 import time
+from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import structlog
 from kafka import KafkaProducer
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import Counter, Gauge
 
 from mailintake.claim_check import ClaimCheckStore
 from mailintake.contracts.records import encode_record
 from mailintake.database import engine_for
 from mailintake.runtime.http_endpoint import Health
-from services.fetcher.account import Account, AccountProtocol, load_accounts
-from services.fetcher.core import Cursor, mail_record, plan_fetch
+from services.fetcher.account import Account, AccountProtocol
+from services.fetcher.account_store import AccountStore
+from services.fetcher.core import chunked, mail_record
 from services.fetcher.cursor_store import CursorStore
-from services.fetcher.imap_mailbox import ImapMailbox, MailServerError
+from services.fetcher.imap_mailbox import ImapMailbox
+from services.fetcher.mail_source import MailServerError, MailSource, StepFailed
+from services.fetcher.poll_schedule import PollSchedule
+from services.fetcher.pop3_mailbox import Pop3Mailbox
 from services.fetcher.settings import FetcherSettings
+from services.fetcher.status_store import AccountStatusStore
+from services.fetcher.uidl_store import UidlStore
+
+__all__ = ["Fetcher", "MailServerError", "StepFailed", "run"]
 
 TOPIC = "mail.raw"
-MAX_BACKOFF_SECONDS = 900.0
 
 log = structlog.get_logger(__name__)
 
 MAILS = Counter("mailintake_fetcher_mails_total", "Mails produced to mail.raw", ["account_id"])
 BYTES = Counter("mailintake_fetcher_bytes_total", "Bytes of mails produced", ["account_id"])
-POLL_LAG = Histogram(
-    "mailintake_fetcher_poll_lag_seconds", "How late a poll started against its schedule", buckets=(0.1, 0.5, 1, 2, 5, 10, 30, 60, 300)
-)
+POLL_LAG = Gauge("mailintake_fetcher_poll_lag_seconds", "How late the last poll started against its schedule", ["account_id"])
 LAST_SUCCESS = Gauge("mailintake_fetcher_last_success_timestamp_seconds", "End of the last good poll", ["account_id"])
 LAST_ERROR = Gauge("mailintake_fetcher_last_error_timestamp_seconds", "Time of the last failed poll", ["account_id"])
+FAILURES = Gauge("mailintake_fetcher_consecutive_failures", "Failed polls since the last good one", ["account_id"])
 ERRORS = Counter("mailintake_fetcher_errors_total", "Failed polls", ["account_id", "step"])
 
 
-def backoff_seconds(interval: int, failures: int, rng: random.Random) -> float:
-    """Exponential backoff with jitter, never shorter than the interval."""
-    base = min(interval * (2 ** max(failures - 1, 0)), MAX_BACKOFF_SECONDS)
-    return max(interval, base * rng.uniform(0.8, 1.2))
+@contextmanager
+def _step(name: str) -> Iterator[None]:
+    """Name the step of anything that fails inside without naming its own."""
+    try:
+        yield
+    except StepFailed:
+        raise
+    except Exception as exc:  # noqa: BLE001 - re-raised with the step named
+        raise StepFailed(name, None, f"{type(exc).__name__}: {exc}") from exc
+
+
+@dataclass
+class _Progress:
+    mails: int = 0
 
 
 class Fetcher:
-    def __init__(self, settings: FetcherSettings, accounts: list[Account]) -> None:
+    """Polls accounts into ``mail.raw``.
+
+    ``producer`` replaces the Kafka producer (tests inject one whose acks fail);
+    ``source_address`` binds the local end of every mail-server connection.
+    """
+
+    def __init__(
+        self,
+        settings: FetcherSettings,
+        accounts: list[Account],
+        *,
+        producer: KafkaProducer | None = None,
+        source_address: str | None = None,
+        refresh_accounts: Callable[[], list[Account]] | None = None,
+    ) -> None:
         self._settings = settings
         self._accounts = {a.id: a for a in accounts if a.enabled}
-        engine = engine_for(settings.database_url.get_secret_value())
+        self._refresh_accounts = refresh_accounts
+        self._source_address = source_address
+        self._engine = engine = engine_for(settings.database_url.get_secret_value())
         self._cursors = CursorStore(engine)
+        self._uidls = UidlStore(engine)
+        self._status = AccountStatusStore(engine)
         self._claim_checks = ClaimCheckStore(engine)
-        self._producer = KafkaProducer(
+        self._owns_producer = producer is None
+        self._producer = producer or KafkaProducer(
             bootstrap_servers=settings.kafka_bootstrap_servers.split(","),
             client_id="fetcher",
             acks="all",
             enable_idempotence=True,
-            linger_ms=5,
+            # Each new batch wakes the sender thread, and every wakeup costs the poll thread
+            # a GIL hand-over (milliseconds on a loaded machine). Batches of many mails and
+            # a long linger keep wakeups rare; the linger adds no latency, because each
+            # chunk ends with flush(), which sends whatever is waiting at once.
+            batch_size=1024 * 1024,
+            linger_ms=100,
             # Room for a mail at the inline limit plus its envelope.
             max_request_size=settings.inline_limit_bytes + 256 * 1024,
+            # send() blocks while metadata is missing; bound that like every other wait.
+            max_block_ms=int(settings.timeout_seconds * 1000),
         )
 
-    def poll(self, account: Account) -> int:
-        """Fetch and produce every new mail of ``account``; return how many."""
-        if account.protocol is not AccountProtocol.IMAP:
-            raise MailServerError("protocol", f"{account.protocol.value} fetching is not available in this version")
-        cursor = self._cursors.load(account.id, account.folder)
-        cycle = cursor.poll_cycle + 1
-        structlog.contextvars.bind_contextvars(account_id=account.id, poll_cycle=cycle)
-        mailbox = ImapMailbox(account, self._settings.timeout_seconds)
-        produced = 0
-        try:
-            uidvalidity = mailbox.select()
-            changed = cursor.uidvalidity is not None and cursor.uidvalidity != uidvalidity
-            plan = plan_fetch(cursor, uidvalidity, mailbox.uids_after(0 if changed else cursor.last_uid))
-            if plan.uidvalidity_changed:
-                log.warning("imap.uidvalidity_changed", old=cursor.uidvalidity, new=uidvalidity, mails=len(plan.uids))
-            last_uid = 0 if plan.uidvalidity_changed else cursor.last_uid
-            chunk_size = self._settings.fetch_chunk
-            for start in range(0, len(plan.uids), chunk_size):
-                chunk = list(plan.uids[start : start + chunk_size])
-                acknowledged = self._produce(account, uidvalidity, cycle, mailbox.fetch(chunk))
-                if acknowledged:
-                    mailbox.after_fetch(acknowledged)
-                last_uid = max(chunk)
-                self._cursors.save(account.id, account.folder, Cursor(uidvalidity, last_uid, cycle))
-                produced += len(acknowledged)
-            if not plan.uids:
-                self._cursors.save(account.id, account.folder, Cursor(uidvalidity, last_uid, cycle))
-        finally:
-            mailbox.close()
-            structlog.contextvars.unbind_contextvars("account_id", "poll_cycle")
-        return produced
+    # --- one poll -------------------------------------------------------------------
 
-    def _produce(self, account: Account, uidvalidity: int, cycle: int, mails: dict[int, bytes]) -> list[int]:
-        """Produce ``mails`` and return the UIDs Kafka acknowledged (all of them, or raise)."""
+    def poll(self, account: Account, *, lag_seconds: float | None = None) -> int:
+        """Fetch and produce every new mail of ``account``; return how many.
+
+        The outcome goes to ``account_status`` and the metrics either way; a failure is
+        re-raised as :class:`StepFailed` naming the step and carrying the server's reply.
+        """
+        structlog.contextvars.bind_contextvars(account_id=account.id)
+        if lag_seconds is not None:
+            POLL_LAG.labels(account.id).set(lag_seconds)
+        progress = _Progress()
+        try:
+            with _step("poll"):
+                self._poll(account, progress)
+        except StepFailed as failure:
+            now = datetime.now(UTC)
+            failures = self._status.record_failure(
+                account.id, at=now, lag_seconds=lag_seconds, step=failure.step, error=failure.message, mails=progress.mails
+            )
+            ERRORS.labels(account.id, failure.step).inc()
+            LAST_ERROR.labels(account.id).set(now.timestamp())
+            FAILURES.labels(account.id).set(failures)
+            raise
+        finally:
+            structlog.contextvars.unbind_contextvars("account_id", "poll_cycle")
+        now = datetime.now(UTC)
+        self._status.record_success(account.id, at=now, lag_seconds=lag_seconds, mails=progress.mails)
+        LAST_SUCCESS.labels(account.id).set(now.timestamp())
+        FAILURES.labels(account.id).set(0)
+        return progress.mails
+
+    def _poll(self, account: Account, progress: _Progress) -> None:
+        source = self._open(account)
+        try:
+            pending = source.pending()
+            # Counted once the mailbox was actually looked at, so failed connections do
+            # not stretch the cycle numbers that bundling compares.
+            cycle = self._cursors.next_cycle(account.id, account.folder)
+            structlog.contextvars.bind_contextvars(poll_cycle=cycle)
+            for chunk in chunked(pending, self._settings.fetch_chunk):
+                mails = source.fetch(chunk)
+                with _step("produce"):
+                    acknowledged = self._produce(account, cycle, mails)
+                progress.mails += len(acknowledged)
+                source.after_fetch(acknowledged)
+                with _step("advance"):
+                    source.advance(chunk)
+        finally:
+            source.close()
+
+    def _open(self, account: Account) -> MailSource:
+        """An open, authenticated source for the account's protocol."""
+        timeout = self._settings.timeout_seconds
+        if account.protocol is AccountProtocol.IMAP:
+            imap = ImapMailbox(account, self._cursors, timeout, source_address=self._source_address)
+            imap.open()
+            return imap
+        if account.protocol is AccountProtocol.POP3:
+            pop3 = Pop3Mailbox(account, self._uidls, timeout, source_address=self._source_address)
+            pop3.open()
+            return pop3
+        if account.protocol is AccountProtocol.EWS:
+            # Imported here: exchangelib and GSSAPI are needed only where EWS accounts are polled.
+            from services.fetcher.ews_item_store import EwsItemStore
+            from services.fetcher.ews_mailbox import EwsMailbox
+
+            return EwsMailbox(account, EwsItemStore(self._engine), timeout).open()
+        raise StepFailed("protocol", None, f"{account.protocol.value} fetching is not available in this version")
+
+    def _produce(self, account: Account, cycle: int, mails: Mapping[str, bytes]) -> list[str]:
+        """Produce ``mails`` and return the source ids Kafka acknowledged (all of them, or raise)."""
         now = datetime.now(UTC)
         sends = []
-        for uid, raw in sorted(mails.items()):
+        for source_id, raw in mails.items():
             claim = self._claim_checks.put(raw) if len(raw) > self._settings.inline_limit_bytes else None
-            record = mail_record(
-                account, source_id=f"imap:{uidvalidity}:{uid}", raw=raw, poll_cycle=cycle, fetched_at=now, claim_check=claim
-            )
+            record = mail_record(account, source_id=source_id, raw=raw, poll_cycle=cycle, fetched_at=now, claim_check=claim)
             future = self._producer.send(TOPIC, key=account.id.encode(), value=encode_record(TOPIC, record))
-            sends.append((uid, len(raw), record.message_id, future))
-        self._producer.flush()
-        for uid, size, message_id, future in sends:
+            sends.append((source_id, len(raw), record.message_id, future))
+        self._producer.flush(timeout=self._settings.timeout_seconds)
+        for source_id, size, message_id, future in sends:
             future.get(timeout=self._settings.timeout_seconds)
             MAILS.labels(account.id).inc()
             BYTES.labels(account.id).inc(size)
-            log.info("mail.produced", uid=uid, message_id=message_id, size=size)
-        return [uid for uid, *_ in sends]
+            log.info("mail.produced", source_id=source_id, message_id=message_id, size=size)
+        return [source_id for source_id, *_ in sends]
+
+    # --- the loop ---------------------------------------------------------------------
+
+    def _poll_in_worker(self, account: Account, due: float) -> StepFailed | None:
+        """One poll in a worker thread; the failure is returned, never raised."""
+        lag = max(0.0, time.monotonic() - due)
+        started = time.monotonic()
+        try:
+            count = self.poll(account, lag_seconds=lag)
+        except StepFailed as failure:
+            return failure
+        except Exception as exc:  # noqa: BLE001 - e.g. account_status unwritable; the loop must go on
+            return StepFailed("status", None, f"{type(exc).__name__}: {exc}")
+        if count:
+            log.info("poll.done", account_id=account.id, mails=count, seconds=round(time.monotonic() - started, 3))
+        return None
 
     def run(self, health: Health, stop: threading.Event) -> None:
         """Poll every enabled account at its interval until ``stop`` is set."""
-        rng = random.Random()
-        failures: dict[str, int] = {}
-        now = time.monotonic()
-        schedule = [(now, account_id) for account_id in sorted(self._accounts)]
-        heapq.heapify(schedule)
+        # More accounts than workers: spread the first polls over the interval, or they
+        # all fall due in the same second of every interval and queue for the workers.
+        schedule = PollSchedule(
+            {a.id: a.poll_interval_seconds for a in self._accounts.values()},
+            time.monotonic(),
+            random.Random(),
+            stagger=len(self._accounts) > self._settings.poll_workers,
+        )
+        running: dict[Future[StepFailed | None], str] = {}
         health.set_ready(True)
-        log.info("fetcher.started", accounts=len(self._accounts))
-        while not stop.is_set():
-            health.beat()
-            if not schedule:
-                stop.wait(1.0)
-                continue
-            due, account_id = schedule[0]
-            wait = due - time.monotonic()
-            if wait > 0:
-                stop.wait(min(wait, 1.0))
-                continue
-            heapq.heappop(schedule)
-            account = self._accounts[account_id]
-            POLL_LAG.observe(max(0.0, -wait))
-            started = time.monotonic()
-            try:
-                count = self.poll(account)
-            except Exception as exc:  # noqa: BLE001 - one failing account must not stop the others
-                failures[account_id] = failures.get(account_id, 0) + 1
-                delay = backoff_seconds(account.poll_interval_seconds, failures[account_id], rng)
-                step = getattr(exc, "step", type(exc).__name__)
-                ERRORS.labels(account_id, step).inc()
-                LAST_ERROR.labels(account_id).set_to_current_time()
-                log.error(
-                    "poll.failed",
-                    account_id=account_id,
-                    step=step,
-                    server_reply=getattr(exc, "server_reply", str(exc)),
-                    retry_in_seconds=round(delay, 1),
-                )
-                heapq.heappush(schedule, (started + delay, account_id))
-                continue
-            failures.pop(account_id, None)
-            LAST_SUCCESS.labels(account_id).set_to_current_time()
-            if count:
-                log.info("poll.done", account_id=account_id, mails=count, seconds=round(time.monotonic() - started, 3))
-            # Next poll is due one interval after this one was due, so polls don't drift.
-            heapq.heappush(schedule, (max(due + account.poll_interval_seconds, time.monotonic()), account_id))
-        self._producer.close(timeout=10)
+        log.info("fetcher.started", accounts=len(self._accounts), workers=self._settings.poll_workers)
+        refreshed_at = time.monotonic()
+        with ThreadPoolExecutor(max_workers=self._settings.poll_workers, thread_name_prefix="poll") as pool:
+            while not stop.is_set():
+                health.beat()
+                if self._refresh_accounts and time.monotonic() - refreshed_at >= self._settings.accounts_refresh_seconds:
+                    refreshed_at = time.monotonic()
+                    self._apply_account_changes(schedule)
+                for account_id, due in schedule.take_due(time.monotonic()):
+                    running[pool.submit(self._poll_in_worker, self._accounts[account_id], due)] = account_id
+                until_next = schedule.seconds_until_next(time.monotonic())
+                pause = min(1.0, until_next) if until_next is not None else 1.0
+                if running:
+                    done, _ = wait(running, timeout=pause, return_when=FIRST_COMPLETED)
+                else:
+                    stop.wait(pause)
+                    done = set()
+                for future in done:
+                    account_id = running.pop(future)
+                    failure = future.result()
+                    delay = schedule.finished(account_id, time.monotonic(), ok=failure is None)
+                    if failure is not None:
+                        log.error(
+                            "poll.failed",
+                            account_id=account_id,
+                            step=failure.step,
+                            server_reply=failure.server_reply,
+                            error=failure.message,
+                            consecutive_failures=schedule.failures.get(account_id, 0),
+                            retry_in_seconds=round(delay, 1),
+                        )
+            # Polls in flight finish (each bounded by the timeouts) before the producer closes.
+            wait(running)
+        self.close()
+
+    def _apply_account_changes(self, schedule: PollSchedule) -> None:
+        """Pick up accounts added, changed, disabled or removed since the last look."""
+        try:
+            accounts = {a.id: a for a in self._refresh_accounts() if a.enabled}
+        except Exception as exc:  # noqa: BLE001 - a database hiccup must not stop polling the known accounts
+            log.warning("accounts.refresh_failed", error=f"{type(exc).__name__}: {exc}")
+            return
+        if accounts != self._accounts:
+            log.info("accounts.changed", before=len(self._accounts), after=len(accounts))
+            self._accounts = accounts
+            schedule.set_accounts({a.id: a.poll_interval_seconds for a in accounts.values()}, time.monotonic())
+
+    def close(self) -> None:
+        """Flush and close the Kafka producer, unless it was handed in."""
+        if self._owns_producer:
+            self._producer.close(timeout=10)
 
 
 def run(settings: FetcherSettings, health: Health, stop: threading.Event) -> None:
-    Fetcher(settings, load_accounts(settings.accounts_file)).run(health, stop)
+    """Poll the enabled stored accounts; changes to them are picked up while running."""
+    store = stored_accounts(settings)
+    Fetcher(settings, store.enabled_accounts(), refresh_accounts=store.enabled_accounts).run(health, stop)
+
+
+def stored_accounts(settings: FetcherSettings) -> AccountStore:
+    """The account store with the configured encryption key(s)."""
+    from mailintake.runtime.settings import load_settings
+    from services.fetcher.password_cipher import cipher_from_settings
+    from services.fetcher.settings import AccountEncryptionSettings
+
+    cipher = cipher_from_settings(load_settings(AccountEncryptionSettings))
+    return AccountStore(engine_for(settings.database_url.get_secret_value()), cipher)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
-from pydantic_settings import SettingsConfigDict
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from mailintake.runtime.settings import ServiceSettings
 
@@ -15,8 +15,8 @@ class FetcherSettings(ServiceSettings):
 
     model_config = SettingsConfigDict(env_prefix="MAILINTAKE_FETCHER_", frozen=True, use_attribute_docstrings=True)
 
-    accounts_file: Path = Path("accounts.yaml")
-    """YAML file with the accounts to poll (an 'accounts:' list)."""
+    accounts_refresh_seconds: float = Field(default=30.0, ge=1, le=3600)
+    """How often the stored accounts are read again, so added, changed or disabled accounts apply without a restart."""
 
     inline_limit_bytes: int = Field(default=1024 * 1024, ge=1024, le=1536 * 1024)
     """Mails larger than this go through the claim-check store instead of inline on Kafka (at most 1.5 MiB, which the topics' max.message.bytes allows)."""
@@ -25,4 +25,22 @@ class FetcherSettings(ServiceSettings):
     """Mails fetched and produced per round trip; the high-water mark moves after each chunk."""
 
     timeout_seconds: float = Field(default=30.0, gt=0, le=600)
-    """Socket timeout for every mail-server operation."""
+    """Timeout of every mail-server operation (connect, TLS, each read and write) and of every wait for Kafka."""
+
+    poll_workers: int = Field(default=8, ge=1, le=256)
+    """Accounts polled at the same time; a slow or failing account holds up only its own worker."""
+
+
+class AccountEncryptionSettings(BaseSettings):
+    """Key(s) that encrypt the passwords of stored accounts; every service that reads the ``accounts`` table uses the same."""
+
+    # A prefix of its own, not the fetcher's: the admin service reads the same variables.
+    model_config = SettingsConfigDict(
+        env_prefix="MAILINTAKE_ACCOUNTS_", frozen=True, use_attribute_docstrings=True, extra="ignore"
+    )
+
+    encryption_keys: SecretStr | None = None
+    """Comma-separated Fernet keys (`mailintake accounts generate-key`). The first encrypts, every one decrypts: to rotate, put a new key first, run `mailintake accounts reencrypt`, then drop the old key. Secret."""
+
+    encryption_key_file: Path | None = None
+    """File holding the Fernet key(s), comma- or newline-separated, e.g. a mounted Kubernetes secret. Used when MAILINTAKE_ACCOUNTS_ENCRYPTION_KEYS is not set."""

@@ -70,3 +70,19 @@ class Pop3Uidl(Base):
     account_id: Mapped[str] = mapped_column(String(100), primary_key=True)
     uidl: Mapped[str] = mapped_column(String(200), primary_key=True)
     produced_at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+
+class EwsProducedItem(Base):
+    """An EWS item (by ItemId) whose mail Kafka acknowledged, in the folder it was listed in.
+
+    EWS has no UID high-water mark and the read flag belongs to people, so the item ids
+    are the durable mark; an id is forgotten once its item has left the folder.
+    """
+
+    __tablename__ = "ews_produced_items"
+
+    account_id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    folder: Mapped[str] = mapped_column(String(500), primary_key=True)
+    # Text: Exchange item ids are opaque base64 of no documented maximum length.
+    item_id: Mapped[str] = mapped_column(Text, primary_key=True)
+    produced_at: Mapped[datetime] = mapped_column(server_default=func.now())

@@ -1,6 +1,7 @@
 import pytest
 
-from services.fetcher.account import Account, InvalidAccountFile, load_accounts
+from services.fetcher.account import Account, InvalidAccountFile
+from services.fetcher.account_file import read_account_file as load_accounts
 
 GOOD = """
 accounts:

@@ -1,3 +1,4 @@
+import random
 from datetime import UTC, datetime
 
 import pytest
@@ -5,7 +6,20 @@ from pydantic import SecretStr
 
 from mailintake.contracts.records import ClaimCheck
 from services.fetcher.account import Account
-from services.fetcher.core import Cursor, mail_record, message_id_of, plan_fetch
+from services.fetcher.core import (
+    Cursor,
+    backoff_seconds,
+    imap_quoted,
+    imap_source_id,
+    imap_uid,
+    mail_record,
+    message_id_of,
+    parse_uidl_listing,
+    plan_fetch,
+    plan_pop3,
+    pop3_source_id,
+    sasl_plain,
+)
 
 
 def test_only_uids_above_the_mark_are_fetched_even_when_the_server_returns_the_last_one():
@@ -48,3 +62,41 @@ def test_record_carries_the_bytes_inline_or_the_claim_check():
 @pytest.mark.parametrize("raw", [b"", b"\xff\xfe garbage", b"Subject: no id\r\n\r\n"])
 def test_message_id_absent_or_unreadable_is_none(raw):
     assert message_id_of(raw) is None
+
+
+def test_sasl_plain_is_utf8_with_the_user_name_intact():
+    message = sasl_plain("Domain\\Max.Mustermann\\Shared.MailboxAlias", "Pässwörd")
+    assert message == b"\0Domain\\Max.Mustermann\\Shared.MailboxAlias\0P\xc3\xa4ssw\xc3\xb6rd"
+
+
+def test_imap_quoted_escapes_backslash_and_quote():
+    assert imap_quoted('Domain\\Max "M"') == '"Domain\\\\Max \\"M\\""'
+
+
+def test_source_ids_round_trip():
+    assert imap_source_id(5, 11) == "imap:5:11" and imap_uid("imap:5:11") == 11
+    assert pop3_source_id("000000014ab0") == "pop3:000000014ab0"
+
+
+def test_uidl_listing_is_parsed_and_junk_lines_skipped():
+    lines = [b"1 000000014ab0", b"2 00000002abc1 ", b"garbage", b"3 "]
+    assert parse_uidl_listing(lines) == [(1, "000000014ab0"), (2, "00000002abc1")]
+
+
+def test_pop3_plan_splits_new_from_produced_and_finds_vanished_uidls():
+    plan = plan_pop3([(2, "b"), (1, "a"), (3, "c"), (4, "a")], seen={"b", "gone"})
+    assert plan.pending == ((1, "a"), (3, "c")), "oldest first; a UIDL listed twice is taken once"
+    assert plan.leftovers == ((2, "b"),)
+    assert plan.vanished == {"gone"}
+
+
+@pytest.mark.parametrize(("failures", "low", "high"), [(1, 60, 72), (2, 96, 144), (3, 192, 288), (20, 720, 1080)])
+def test_backoff_doubles_per_failure_with_jitter_and_a_cap(failures, low, high):
+    rng = random.Random(7)
+    delays = [backoff_seconds(60, failures, rng) for _ in range(200)]
+    assert all(low <= d <= high for d in delays)
+    assert max(delays) - min(delays) > (high - low) / 4, "jitter spreads retries"
+
+
+def test_backoff_is_never_shorter_than_the_interval():
+    assert all(backoff_seconds(600, 1, random.Random(i)) >= 600 for i in range(100))

@@ -1,0 +1,76 @@
+"""TCP and TLS to a mail server, one step at a time, with the failure of each step
+turned into a :class:`MailServerError` that names the step."""
+
+from __future__ import annotations
+
+import socket
+import ssl
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from services.fetcher.account import Account
+from services.fetcher.mail_source import MailServerError, StepFailed
+
+
+def tls_context(account: Account) -> ssl.SSLContext:
+    """A verifying context: the account's CA file, else the system's trust store."""
+    # Verification stays on; a private CA is trusted by naming it, never by turning checks off.
+    try:
+        return ssl.create_default_context(cafile=str(account.ca_file) if account.ca_file else None)
+    except (OSError, ssl.SSLError) as exc:
+        raise MailServerError("tls", None, f"cannot load ca_file {account.ca_file}: {exc}") from None
+
+
+@contextmanager
+def network_step(step: str, timeout: float) -> Iterator[None]:
+    """Turn socket and TLS errors raised inside into a :class:`MailServerError` for ``step``.
+
+    Protocol replies are translated by the mailbox classes, which know where the
+    server's text is; this only covers what the network and the TLS layer say.
+    """
+    try:
+        yield
+    except StepFailed:
+        raise
+    except ssl.SSLCertVerificationError as exc:
+        raise MailServerError(step, None, f"certificate verify failed: {exc.verify_message}") from None
+    except ssl.SSLError as exc:
+        raise MailServerError(step, None, f"TLS error: {exc.reason or exc}") from None
+    except TimeoutError:
+        raise MailServerError(step, None, f"no answer within {timeout:g} s") from None
+    except OSError as exc:
+        raise MailServerError(step, None, exc.strerror or str(exc) or type(exc).__name__) from None
+
+
+def open_tcp(host: str, port: int, timeout: float, source_address: str | None) -> socket.socket:
+    """A connected socket whose every later send and receive is bounded by ``timeout``."""
+    with network_step("connect", timeout):
+        return socket.create_connection(
+            (host, port), timeout=timeout, source_address=(source_address, 0) if source_address else None
+        )
+
+
+def describe_tcp(sock: socket.socket) -> str:
+    local, remote = sock.getsockname(), sock.getpeername()
+    return f"connected to {remote[0]}:{remote[1]} from {local[0]}"
+
+
+def wrap_tls(sock: socket.socket, context: ssl.SSLContext, host: str, timeout: float) -> ssl.SSLSocket:
+    """Handshake on ``sock``; the certificate is verified against ``host``."""
+    with network_step("tls", timeout):
+        try:
+            return context.wrap_socket(sock, server_hostname=host)
+        except BaseException:
+            sock.close()
+            raise
+
+
+def describe_tls(sock: ssl.SSLSocket, account: Account) -> str:
+    """Protocol, cipher and whose certificate was verified against which trust anchors."""
+    subject = dict(item for rdn in (sock.getpeercert() or {}).get("subject", ()) for item in rdn)
+    trusted = f"ca_file {account.ca_file}" if account.ca_file else "the system trust store"
+    cipher = sock.cipher()
+    return (
+        f"{sock.version()} {cipher[0] if cipher else ''}, certificate of "
+        f"{subject.get('commonName', '?')} verified against {trusted}"
+    )

@@ -1,0 +1,77 @@
+"""When each account is polled next. Pure: the caller passes the clock.
+
+Every account is either waiting in the queue or being polled, never both, so at most
+one poll per account runs at a time. A good poll is due one interval after the previous
+one was due (polls do not drift); a failed one backs off exponentially with jitter.
+Neither touches any other account's due time.
+"""
+
+from __future__ import annotations
+
+import heapq
+import random
+from collections.abc import Mapping
+
+from services.fetcher.core import backoff_seconds
+
+
+class PollSchedule:
+    """``stagger``: each account's first poll is due at a random moment within its first
+    interval instead of at once. Polls do not drift, so accounts that start due together
+    stay due together every interval after; with more accounts than workers that is a
+    queue every interval, and the last of it polled up to the queue's length late."""
+
+    def __init__(self, intervals: Mapping[str, int], now: float, rng: random.Random, *, stagger: bool = False) -> None:
+        self._intervals = dict(intervals)
+        self._rng = rng
+        self._queue = [
+            (now + rng.uniform(0, interval) if stagger else now, account_id)
+            for account_id, interval in sorted(self._intervals.items())
+        ]
+        heapq.heapify(self._queue)
+        self._running: dict[str, float] = {}
+        self.failures: dict[str, int] = {}
+        """Consecutive failed polls per account (absent: the last one was good)."""
+
+    def take_due(self, now: float) -> list[tuple[str, float]]:
+        """(account id, when it was due) of every waiting account that is due; they count as running."""
+        due = []
+        while self._queue and self._queue[0][0] <= now:
+            when, account_id = heapq.heappop(self._queue)
+            self._running[account_id] = when
+            due.append((account_id, when))
+        return due
+
+    def seconds_until_next(self, now: float) -> float | None:
+        """Until the next waiting account is due; None when all are running."""
+        return max(0.0, self._queue[0][0] - now) if self._queue else None
+
+    def set_accounts(self, intervals: Mapping[str, int], now: float) -> None:
+        """Follow a changed account list: new accounts are due now, removed ones leave the
+        queue (one being polled finishes first), changed intervals apply from the next poll."""
+        removed = self._intervals.keys() - intervals.keys()
+        added = intervals.keys() - self._intervals.keys()
+        self._intervals = dict(intervals)
+        if removed:
+            self._queue = [(when, account_id) for when, account_id in self._queue if account_id not in removed]
+            heapq.heapify(self._queue)
+            for account_id in removed:
+                self.failures.pop(account_id, None)
+        for account_id in sorted(added - self._running.keys()):
+            heapq.heappush(self._queue, (now, account_id))
+
+    def finished(self, account_id: str, now: float, ok: bool) -> float:
+        """Put a polled account back in the queue; return seconds until its next poll
+        (0 for an account that was removed meanwhile: it is not queued again)."""
+        was_due = self._running.pop(account_id)
+        interval = self._intervals.get(account_id)
+        if interval is None:
+            return 0.0
+        if ok:
+            self.failures.pop(account_id, None)
+            when = max(was_due + interval, now)
+        else:
+            self.failures[account_id] = self.failures.get(account_id, 0) + 1
+            when = now + backoff_seconds(interval, self.failures[account_id], self._rng)
+        heapq.heappush(self._queue, (when, account_id))
+        return when - now

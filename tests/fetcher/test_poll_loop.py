@@ -1,0 +1,66 @@
+"""The fetcher's loop on the stack: a hanging account does not hold up a good one, and
+each poll's outcome lands in account_status."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+
+import pytest
+from sqlalchemy import select
+
+from mailintake.database import engine_for
+from mailintake.demo import demo_mail
+from mailintake.runtime.http_endpoint import Health
+from services.fetcher.tables import AccountStatus
+
+pytestmark = pytest.mark.stack
+
+
+def status(stack, account_id: str):
+    with engine_for(stack.database_url).connect() as connection:
+        return connection.execute(select(AccountStatus).where(AccountStatus.account_id == account_id)).first()
+
+
+def wait_for(condition, timeout: float):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if value := condition():
+            return value
+        time.sleep(0.05)
+    return None
+
+
+def test_a_hanging_server_holds_up_only_its_own_account(
+    stack, unique, account_for, imap_client, imap_user, imap_folder, fetcher_for, mail_raw
+):
+    user = imap_user
+    with imap_client(user) as client:
+        for i in range(2):
+            client.append(imap_folder, demo_mail("max@example.com", f"Loop {unique} {i}", "x", user.address))
+    good = account_for(user, id=f"good-{unique}", folder=imap_folder)
+    # Accepts connections (the kernel does, from the backlog) and never says a word.
+    silent = socket.create_server(("127.0.0.1", 0))
+    hanging = account_for(user, id=f"hanging-{unique}", port=silent.getsockname()[1])
+    fetcher = fetcher_for(good, hanging, timeout_seconds=2.0)
+    stop, health = threading.Event(), Health()
+    loop = threading.Thread(target=fetcher.run, args=(health, stop))
+    started = time.monotonic()
+    loop.start()
+    try:
+        good_status = wait_for(lambda: status(stack, good.id), timeout=10)
+        good_done = time.monotonic() - started
+        hanging_status = wait_for(lambda: status(stack, hanging.id), timeout=10)
+        hanging_done = time.monotonic() - started
+    finally:
+        stop.set()
+        loop.join(15)
+        silent.close()
+    assert not loop.is_alive()
+    assert health.ready()[0]
+    assert good_status.last_success_at is not None and good_status.mails_fetched == 2
+    assert good_done < 2.0 <= hanging_done, "the good account did not wait for the hanging one's timeout"
+    assert (hanging_status.last_error_step, hanging_status.last_error) == ("tls", "no answer within 2 s")
+    assert hanging_status.consecutive_failures == 1 and hanging_status.last_success_at is None
+    assert len(mail_raw.records(good.id)) == 2

@@ -1,0 +1,54 @@
+import random
+
+from services.fetcher.poll_schedule import PollSchedule
+
+
+def simulate(schedule: PollSchedule, failing: set[str], until: float) -> dict[str, list[float]]:
+    """Run the schedule on a simulated clock where every poll takes no time; return each account's poll times."""
+    polled: dict[str, list[float]] = {}
+    now = 0.0
+    while now <= until:
+        for account, _ in schedule.take_due(now):
+            polled.setdefault(account, []).append(now)
+            schedule.finished(account, now, ok=account not in failing)
+        now += schedule.seconds_until_next(now) or 0.0
+    return polled
+
+
+def test_a_failing_account_backs_off_while_the_others_keep_their_intervals():
+    schedule = PollSchedule({"bad": 60, "good": 60, "slow": 300}, now=0.0, rng=random.Random(1))
+    polled = simulate(schedule, failing={"bad"}, until=3600)
+    assert polled["good"] == [60.0 * i for i in range(61)]
+    assert polled["slow"] == [300.0 * i for i in range(13)]
+    gaps = [b - a for a, b in zip(polled["bad"], polled["bad"][1:])]
+    assert 60 <= gaps[0] <= 72 and 96 <= gaps[1] <= 144 and 192 <= gaps[2] <= 288, gaps
+    assert all(720 <= gap <= 1080 for gap in gaps[5:]), "capped at 15 minutes, with jitter"
+    assert schedule.failures == {"bad": len(polled["bad"])}
+
+
+def test_everything_is_due_at_start_and_nothing_twice_while_running():
+    schedule = PollSchedule({"a": 60, "b": 60}, now=0.0, rng=random.Random(1))
+    assert sorted(a for a, _ in schedule.take_due(0.0)) == ["a", "b"]
+    assert schedule.take_due(10_000.0) == [], "a running account is not handed out again"
+    assert schedule.seconds_until_next(0.0) is None
+
+
+def test_polls_do_not_drift_and_a_good_poll_resets_the_backoff():
+    schedule = PollSchedule({"a": 60}, now=0.0, rng=random.Random(1))
+    schedule.take_due(0.0)
+    assert schedule.finished("a", now=2.5, ok=True) == 57.5, "due one interval after it was due, not after it ended"
+    schedule.take_due(60.0)
+    schedule.finished("a", now=61.0, ok=False)
+    [(_, due)] = schedule.take_due(10_000.0)
+    assert schedule.finished("a", now=due + 1, ok=True) == 59.0
+    assert schedule.failures == {}
+
+
+def test_staggered_first_polls_spread_over_the_interval_and_keep_it():
+    intervals = {f"a{n}": 60 for n in range(200)}
+    schedule = PollSchedule(intervals, now=0.0, rng=random.Random(1), stagger=True)
+    polled = simulate(schedule, failing=set(), until=300)
+    firsts = sorted(times[0] for times in polled.values())
+    assert len(polled) == 200 and 0 <= firsts[0] and firsts[-1] < 60
+    assert max(sum(1 for t in firsts if s <= t < s + 6) for s in range(0, 60, 6)) < 50, "not bunched in one tenth"
+    assert all(abs(b - a - 60) < 1e-6 for times in polled.values() for a, b in zip(times, times[1:])), "then one interval apart"
