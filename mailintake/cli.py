@@ -8,7 +8,11 @@ from pathlib import Path
 import typer
 
 from mailintake.contracts.cli import topics_app
+from mailintake.dead_letters.cli import dlq_app
 from mailintake.stack.cli import stack_app
+from services.fetcher.account_commands import import_command
+from services.fetcher.cli import accounts_app
+from services.ticketer.reference_data_cli import refdata_app
 
 app = typer.Typer(
     help="mailintake: mailboxes -> Kafka -> tickets in PostgreSQL.",
@@ -17,19 +21,26 @@ app = typer.Typer(
 )
 app.add_typer(stack_app, name="stack")
 app.add_typer(topics_app, name="topics")
+app.add_typer(dlq_app, name="dlq")
+app.add_typer(accounts_app, name="accounts")
+app.add_typer(refdata_app, name="refdata")
 
 db_app = typer.Typer(help="The PostgreSQL schema (Alembic migrations).", no_args_is_help=True)
 tickets_app = typer.Typer(help="Read tickets back.", no_args_is_help=True)
 config_app = typer.Typer(help="Settings of the services.", no_args_is_help=True)
+templates_app = typer.Typer(help="Auto-answer templates.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(tickets_app, name="tickets")
 app.add_typer(config_app, name="config")
+app.add_typer(templates_app, name="templates")
 
 
 class ServiceName(StrEnum):
     fetcher = "fetcher"
     classifier = "classifier"
     ticketer = "ticketer"
+    sender = "sender"
+    admin = "admin"
     all = "all"
 
 
@@ -63,9 +74,9 @@ def stack_env() -> None:
 
 @app.command("run")
 def run(
-    service: ServiceName = typer.Argument(..., help="fetcher, classifier, ticketer, or all (each as its own process)."),
+    service: ServiceName = typer.Argument(..., help="fetcher, classifier, ticketer, sender, admin, or all (all but admin, each as its own process)."),
     accounts: Path | None = typer.Option(
-        None, "--accounts", help="Accounts file for the fetcher (sets MAILINTAKE_FETCHER_ACCOUNTS_FILE)."
+        None, "--accounts", help="Import this accounts file into the stored accounts first (as `accounts import`, without --prune)."
     ),
 ) -> None:
     """Run a service until SIGTERM/SIGINT. Settings come from the environment (see `config reference`)."""
@@ -78,29 +89,39 @@ def run(
 
         configure_logging("supervisor")
         upgrade(_database_url())
-        overrides = {"MAILINTAKE_FETCHER_ACCOUNTS_FILE": str(accounts.resolve())} if accounts else {}
-        raise typer.Exit(supervise(overrides))
+        if accounts is not None:
+            import_command(file=accounts, prune=False, dry_run=False)
+        raise typer.Exit(supervise({}))
     if accounts is not None:
-        import os
-
-        os.environ["MAILINTAKE_FETCHER_ACCOUNTS_FILE"] = str(accounts.resolve())
+        import_command(file=accounts, prune=False, dry_run=False)
     from mailintake.runtime.service_runner import run_service
 
     try:
         if service is ServiceName.fetcher:
-            from services.fetcher.account import InvalidAccountFile
+            from services.fetcher.password_cipher import EncryptionKeyError
             from services.fetcher.service import run as loop
             from services.fetcher.settings import FetcherSettings
 
             try:
                 run_service("fetcher", FetcherSettings, loop)
-            except InvalidAccountFile as exc:
-                _fail(f"invalid accounts file: {exc}")
+            except EncryptionKeyError as exc:
+                _fail(str(exc))
         elif service is ServiceName.classifier:
             from services.classifier.service import run as loop
             from services.classifier.settings import ClassifierSettings
 
             run_service("classifier", ClassifierSettings, loop)
+        elif service is ServiceName.sender:
+            from services.sender.service import run as loop
+            from services.sender.settings import SenderSettings
+
+            run_service("sender", SenderSettings, loop)
+        elif service is ServiceName.admin:
+            from mailintake.runtime.settings import load_settings
+            from services.admin.app import serve
+            from services.admin.settings import AdminSettings
+
+            serve(load_settings(AdminSettings))
         else:
             from services.ticketer.service import check_schema, run as loop
             from services.ticketer.settings import TicketerSettings
@@ -127,9 +148,9 @@ def tickets_list(
 ) -> None:
     """List tickets, newest first."""
     from mailintake.database import engine_for
-    from services.ticketer.queries import list_tickets
+    from services.ticketer.queries import TicketFilter, list_tickets
 
-    rows = list_tickets(engine_for(_database_url()), limit=limit, status=status)
+    rows = list_tickets(engine_for(_database_url()), TicketFilter(status=status), limit=limit)
     if not rows:
         typer.echo("no tickets")
         return
@@ -159,6 +180,25 @@ def tickets_show(number: int = typer.Argument(..., help="Ticket number.")) -> No
         typer.echo(f"\n--- step {step.position} ({step.direction}) {step.created_at:%Y-%m-%d %H:%M:%S} from {step.sender}")
         typer.echo(f"Message-ID: {step.message_id}")
         typer.echo(step.body_text.rstrip())
+
+
+@templates_app.command("import")
+def templates_import(file: Path = typer.Argument(..., exists=True, dir_okay=False, help="YAML file with a 'templates:' list.")) -> None:
+    """Check every template in FILE, then store them all (replacing same-named ones), or none.
+
+    Uses MAILINTAKE_TICKETER_DATABASE_URL.
+    """
+    from mailintake.database import engine_for
+    from services.ticketer.auto_answer_outbox import import_templates
+    from services.ticketer.auto_answer_templates import InvalidTemplate, parse_template_file
+
+    try:
+        templates = parse_template_file(file.read_text(encoding="utf-8"))
+    except InvalidTemplate as exc:
+        _fail(f"{file}: {exc}")
+    with engine_for(_database_url()).begin() as connection:
+        import_templates(connection, templates)
+    typer.echo(f"imported {len(templates)} template(s): {', '.join(t.name for t in templates)}")
 
 
 @config_app.command("reference")

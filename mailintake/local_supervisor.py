@@ -1,4 +1,4 @@
-"""`mailintake run all`: the three services as separate processes, for the local default.
+"""`mailintake run all`: the pipeline services and the sender as separate processes, for the local default.
 
 It stands in for the orchestrator: a service that exits is restarted after a short,
 growing delay, as Kubernetes would; SIGTERM/SIGINT stop all of them gracefully.
@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import structlog
 
-SERVICES = ("fetcher", "classifier", "ticketer")
+SERVICES = ("fetcher", "classifier", "ticketer", "sender")
 GRACE_SECONDS = 20.0
 
 log = structlog.get_logger("supervisor")

@@ -37,3 +37,8 @@ def stack():
 def unique() -> str:
     """A short id that keeps one test's accounts, users and groups apart from the others'."""
     return uuid.uuid4().hex[:10]
+
+
+def pytest_collection_modifyitems(items):
+    """Tests that restart servers of the shared stack run last, so they disturb no other test."""
+    items.sort(key=lambda item: item.get_closest_marker("stack_restart") is not None)

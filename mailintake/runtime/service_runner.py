@@ -11,14 +11,14 @@ from pydantic_settings import BaseSettings
 
 from mailintake.runtime.http_endpoint import Health, serve_http_endpoint
 from mailintake.runtime.logs import configure_logging
-from mailintake.runtime.settings import ServiceSettings, load_settings
+from mailintake.runtime.settings import ProcessSettings, load_settings
 
 
 def run_service(
     name: str,
-    settings_cls: type[ServiceSettings],
+    settings_cls: type[ProcessSettings],
     loop: Callable[[BaseSettings, Health, threading.Event], None],
-    prepare: Callable[[ServiceSettings], None] | None = None,
+    prepare: Callable[[ProcessSettings], None] | None = None,
 ) -> None:
     """Run ``loop`` until SIGTERM or SIGINT; raise :class:`InvalidSettings` on a bad setting.
 

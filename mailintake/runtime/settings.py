@@ -1,8 +1,9 @@
 """Base of the per-service settings classes.
 
 Each service has exactly one frozen pydantic-settings class (``FetcherSettings``,
-``ClassifierSettings``, ``TicketerSettings``) deriving from :class:`ServiceSettings`
-with its own environment prefix. Every field carries a docstring; the README's
+``ClassifierSettings``, ``TicketerSettings``, ``SenderSettings``) deriving from
+:class:`ProcessSettings` (the stream services through :class:`ServiceSettings`) with its
+own environment prefix. Every field carries a docstring; the README's
 configuration reference is generated from these classes (``mailintake config reference``).
 """
 
@@ -20,13 +21,10 @@ class InvalidSettings(Exception):
     """A setting is missing or wrong; the message names the variable and the reason."""
 
 
-class ServiceSettings(BaseSettings):
-    """Fields every service has. Subclasses set ``env_prefix``."""
+class ProcessSettings(BaseSettings):
+    """Fields every service process has, Kafka or not. Subclasses set ``env_prefix``."""
 
     model_config = SettingsConfigDict(frozen=True, use_attribute_docstrings=True, extra="ignore")
-
-    kafka_bootstrap_servers: str = "127.0.0.1:19092"
-    """Comma-separated Kafka bootstrap servers (host:port)."""
 
     database_url: SecretStr = SecretStr("postgresql+psycopg://mailintake:mailintake@127.0.0.1:15432/mailintake")
     """SQLAlchemy URL of the PostgreSQL database (driver postgresql+psycopg). Secret: it may hold a password."""
@@ -39,6 +37,13 @@ class ServiceSettings(BaseSettings):
 
     log_level: str = Field(default="INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")
     """Lowest level logged: DEBUG, INFO, WARNING or ERROR."""
+
+
+class ServiceSettings(ProcessSettings):
+    """Fields every Kafka stream service has. Subclasses set ``env_prefix``."""
+
+    kafka_bootstrap_servers: str = "127.0.0.1:19092"
+    """Comma-separated Kafka bootstrap servers (host:port)."""
 
 
 def env_name(settings_cls: type[BaseSettings], field: str) -> str:

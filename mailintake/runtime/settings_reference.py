@@ -10,11 +10,21 @@ from mailintake.runtime.settings import env_name
 
 def settings_classes() -> list[type[BaseSettings]]:
     from mailintake.stack.settings import StackSettings
+    from services.admin.settings import AdminSettings
     from services.classifier.settings import ClassifierSettings
-    from services.fetcher.settings import FetcherSettings
+    from services.fetcher.settings import AccountEncryptionSettings, FetcherSettings
+    from services.sender.settings import SenderSettings
     from services.ticketer.settings import TicketerSettings
 
-    return [FetcherSettings, ClassifierSettings, TicketerSettings, StackSettings]
+    return [
+        FetcherSettings,
+        AccountEncryptionSettings,
+        ClassifierSettings,
+        TicketerSettings,
+        SenderSettings,
+        AdminSettings,
+        StackSettings,
+    ]
 
 
 def _default(field) -> str:  # noqa: ANN001 - pydantic FieldInfo

@@ -23,7 +23,7 @@ import threading
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Callable, Generic, Sequence, TypeVar
+from typing import Callable, Generic, Protocol, Sequence, TypeVar
 
 import structlog
 from kafka import KafkaConsumer, KafkaProducer
@@ -87,7 +87,18 @@ class DlqLimit:
                 )
 
 
-def dead_letter(service: str, message: ConsumerRecord, reason: str, exc: BaseException) -> Output:
+class SourceMessage(Protocol):
+    """Where a consumed record came from and its bytes: kafka-python's ``ConsumerRecord``
+    and faust's ``Message`` both fit."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+
+
+def dead_letter(service: str, message: SourceMessage, reason: str, exc: BaseException) -> Output:
     """The DLQ output for ``message``, keyed by where it came from so it can be found again."""
     letter = DeadLetter(
         service=service,

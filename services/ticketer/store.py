@@ -1,123 +1,538 @@
-"""The ticketer's PostgreSQL edge: apply one decision in one transaction, exactly once.
+"""The ticketer's PostgreSQL edge: apply a batch of decisions in one transaction, each exactly once.
 
-The ledger row (account id + source id, Message-ID as second guard) is inserted first,
-with ON CONFLICT DO NOTHING. If it already exists the mail was handled before: nothing
-is written and the stored outcome is returned, so the replay re-emits the same event.
-A concurrent replica handling the same mail blocks on the uncommitted ledger row and
-then sees it, so two replicas cannot both create the ticket.
+Per batch, in one transaction:
+
+1. read the ledger: a mail already recorded (by account and source id, or by account
+   and Message-ID, the second guard) is a replay: nothing is written and the events
+   stored with it are returned, so the replay re-emits the very same events;
+2. take a transaction-level advisory lock per bundle key the batch may open a ticket
+   for, in sorted order, then read the facts (:class:`BatchFacts`): referenced tickets
+   and bundle candidates (``FOR UPDATE``, since steps are appended), the highest step
+   positions, the senders' users, fallback users and the domains' locations;
+3. let the pure core plan every fresh mail (:func:`plan_batch`);
+4. apply the plans: locations and users (insert-or-find, so a concurrent replica's row
+   is reused, never duplicated), ticket numbers, tickets, steps, reopenings, queued
+   auto-answers, and last the ledger rows with the events.
+
+Why it is exactly once: the ledger rows commit with the effects or not at all. A replica
+that handles the same mail concurrently (a rebalance can briefly give one partition to
+two workers) either blocks on our uncommitted rows and then fails on the ledger's unique
+key, or runs first and makes us fail; the failed transaction is retried whole and then
+finds the mail recorded. The bundle lock makes the bundle look-up and the new ticket one
+step, so two workers cannot both open a ticket for one bundle; users and locations are
+inserted with ``ON CONFLICT DO NOTHING`` and re-read, so two replicas creating the same
+user end with one row, and each learns whether it created it.
+
+A transaction that fails for such a race (deadlock, unique violation, serialization) or
+because PostgreSQL went away is rolled back and retried whole; nothing of a failed
+attempt survives, so the retry decides afresh.
 """
 
 from __future__ import annotations
 
-from sqlalchemy import Connection, Engine, func, or_, select, update
-from sqlalchemy.dialects.postgresql import insert
+import time
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
 
-from mailintake.contracts.records import Decision, MailClassified, TicketEventKind
-from services.ticketer.core import NewTicket, Outcome, format_reference, new_ticket, reference_number
-from services.ticketer.settings import TicketerSettings, UnknownReferencePolicy
-from services.ticketer.tables import TICKET_NUMBER_SEQUENCE, ProcessedMail, Ticket, TicketStep
+import structlog
+from psycopg import errors as pg_errors
+from sqlalchemy import BigInteger, Connection, Engine, Integer, Text, and_, bindparam, func, or_, select, update
+from sqlalchemy.dialects.postgresql import ARRAY, insert
+from sqlalchemy.exc import DBAPIError
+
+from mailintake.contracts.records import Decision, MailClassified, TicketEvent, TicketEventKind
+from services.ticketer.core import (
+    AppliedMail,
+    BatchFacts,
+    KnownTicket,
+    KnownUser,
+    OpenTicket,
+    Plan,
+    PlannedLocation,
+    PlannedTicket,
+    PlannedUser,
+    Reject,
+    bundle_window,
+    event_id,
+    events_for,
+    format_reference,
+    login_candidates,
+    plan_batch,
+    reference_number,
+    split_address,
+)
+from services.ticketer.settings import TicketerSettings
+from services.ticketer.tables import TICKET_NUMBER_SEQUENCE, Location, ProcessedMail, Ticket, TicketStep, User
+
+log = structlog.get_logger(__name__)
+
+# First key of the two-key advisory locks on bundle keys; other modules use other
+# namespaces (the auto-answer's per-recipient lock is 4181), the migrations a one-key lock.
+BUNDLE_LOCK_NAMESPACE = 4180
+
+# Races with another replica: the whole transaction is retried and then sees its result.
+_RACE_ERRORS = (pg_errors.DeadlockDetected, pg_errors.SerializationFailure, pg_errors.UniqueViolation)
+_MAX_RACE_RETRIES = 8
+
+
+@dataclass(frozen=True)
+class BatchItem:
+    """One mail to apply, with the ticket the window join found for its bundle (if any)."""
+
+    mail: MailClassified
+    bundle_hint: int | None = None
+
+
+@dataclass(frozen=True)
+class HandledMail:
+    """The events of one mail, and whether this call wrote them (False: a replay)."""
+
+    mail: MailClassified
+    events: list[TicketEvent]
+    written: bool
+
+    @property
+    def opened_ticket(self) -> int | None:
+        """The ticket the mail opened (on a replay too), or None."""
+        for event in self.events:
+            if event.kind is TicketEventKind.TICKET_CREATED:
+                return event.ticket_number
+        return None
 
 
 class TicketStore:
-    def __init__(self, engine: Engine, settings: TicketerSettings) -> None:
+    def __init__(self, engine: Engine, settings: TicketerSettings, *, connection_outage_seconds: float = 300.0) -> None:
         self._engine = engine
         self._settings = settings
+        self._outage_seconds = connection_outage_seconds
 
-    def apply(self, decision: MailClassified) -> tuple[Outcome, bool]:
-        """Apply ``decision``; return its outcome and whether this call wrote it (False on a replay)."""
-        with self._engine.begin() as connection:
-            claimed = connection.execute(
-                insert(ProcessedMail)
+    def apply_batch(self, items: Sequence[BatchItem]) -> list[HandledMail]:
+        """Apply ``items`` in one transaction; one :class:`HandledMail` per item, in order.
+
+        Retries the whole transaction after a race with another replica, and while
+        PostgreSQL is unreachable (up to ``connection_outage_seconds``); raises otherwise.
+        """
+        races = 0
+        outage_started: float | None = None
+        while True:
+            try:
+                with self._engine.begin() as connection:
+                    return _BatchTransaction(connection, self._settings).run(items)
+            except DBAPIError as error:
+                if isinstance(error.orig, _RACE_ERRORS) and races < _MAX_RACE_RETRIES:
+                    races += 1
+                    log.info("ticketer.batch_retried", reason=type(error.orig).__name__, attempt=races)
+                    time.sleep(0.05 * races)
+                    continue
+                if error.connection_invalidated or isinstance(error.orig, pg_errors.OperationalError):
+                    outage_started = outage_started or time.monotonic()
+                    if time.monotonic() - outage_started < self._outage_seconds:
+                        log.warning("ticketer.database_unreachable", error=str(error.orig).strip()[:300])
+                        time.sleep(1.0)
+                        continue
+                raise
+
+
+class _BatchTransaction:
+    """One attempt at one batch, on one connection inside a transaction."""
+
+    def __init__(self, connection: Connection, settings: TicketerSettings) -> None:
+        self._c = connection
+        self._settings = settings
+        self._now = datetime.now(UTC)
+
+    def run(self, items: Sequence[BatchItem]) -> list[HandledMail]:
+        recorded = self._recorded_events(items)
+        fresh: list[int] = []
+        earlier: dict[tuple[str, str], int] = {}  # (account, source id or Message-ID) -> index of its first mail
+        copies: dict[int, int] = {}  # index -> index of the earlier mail of this batch it repeats
+        replays: dict[int, list[TicketEvent]] = {}
+        for index, item in enumerate(items):
+            mail = item.mail
+            keys = [(mail.account_id, "source:" + mail.source_id)]
+            if mail.message_id:
+                keys.append((mail.account_id, "message:" + mail.message_id))
+            stored = next((recorded[k] for k in keys if k in recorded), None)
+            first = next((earlier[k] for k in keys if k in earlier), None)
+            if stored is not None:
+                replays[index] = stored
+            elif first is not None:
+                copies[index] = first
+            else:
+                fresh.append(index)
+                for key in keys:
+                    earlier[key] = index
+
+        fresh_items = [items[i] for i in fresh]
+        self._lock_bundles(fresh_items)
+        facts = self._facts(fresh_items)
+        plans = plan_batch([item.mail for item in fresh_items], facts, self._settings.unknown_reference)
+        applied = self._apply(fresh_items, plans, facts)
+
+        events: dict[int, list[TicketEvent]] = dict(replays)
+        ledger_rows = []
+        for index, item, result in zip(fresh, fresh_items, applied):
+            events[index] = events_for(item.mail, result, self._now)
+            ledger_rows.append(self._ledger_row(item.mail, result, events[index]))
+        if ledger_rows:
+            # No ON CONFLICT: a replica that recorded one of these mails meanwhile makes
+            # this fail, the batch is retried and then finds the mail recorded.
+            self._c.execute(insert(ProcessedMail), ledger_rows)
+        for index, first in copies.items():
+            events[index] = events[first]
+        written = set(fresh)
+        return [HandledMail(item.mail, events[i], written=i in written) for i, item in enumerate(items)]
+
+    # --- 1. the ledger -------------------------------------------------------
+
+    def _recorded_events(self, items: Sequence[BatchItem]) -> dict[tuple[str, str], list[TicketEvent]]:
+        """Events of the mails recorded before, keyed by (account, "source:"/"message:" id)."""
+        sources = sorted({(i.mail.account_id, i.mail.source_id) for i in items})
+        messages = sorted({(i.mail.account_id, i.mail.message_id) for i in items if i.mail.message_id})
+        # Two look-ups, one per unique index, rather than one OR that no index serves.
+        by_source = _pairs("sources", sources, Text)
+        rows = self._c.execute(
+            select(ProcessedMail).join(
+                by_source, and_(ProcessedMail.account_id == by_source.c.first, ProcessedMail.source_id == by_source.c.second)
+            )
+        ).all()
+        if messages:
+            by_message = _pairs("messages", messages, Text)
+            rows += self._c.execute(
+                select(ProcessedMail).join(
+                    by_message,
+                    and_(ProcessedMail.account_id == by_message.c.first, ProcessedMail.message_id == by_message.c.second),
+                )
+            ).all()
+        found: dict[tuple[str, str], list[TicketEvent]] = {}
+        for row in rows:
+            events = _stored_events(row)
+            found[(row.account_id, "source:" + row.source_id)] = events
+            if row.message_id:
+                found[(row.account_id, "message:" + row.message_id)] = events
+        return found
+
+    def _ledger_row(self, mail: MailClassified, result: AppliedMail, events: list[TicketEvent]) -> dict:
+        return {
+            "account_id": mail.account_id,
+            "source_id": mail.source_id,
+            "message_id": mail.message_id,
+            "outcome": result.kind.value,
+            "ticket_number": result.ticket_number,
+            "subject": result.subject,
+            "reason": result.reason,
+            "events": [event.model_dump(mode="json") for event in events],
+            "raw_sha256": mail.raw_sha256,
+            "poll_cycle": mail.poll_cycle,
+            "bundle_key": mail.bundle_key,
+        }
+
+    # --- 2. locks and facts --------------------------------------------------
+
+    def _lock_bundles(self, items: Sequence[BatchItem]) -> None:
+        keys = sorted({bundle_lock_key(i.mail.bundle_key) for i in items if _may_bundle(i.mail) and i.mail.bundle_key})
+        if not keys:
+            return
+        # Sorted, so two batches sharing keys take the locks in one order.
+        locked = (
+            func.unnest(bindparam("bundle_locks", keys, type_=ARRAY(Integer)))
+            .table_valued("key", with_ordinality="position")
+            .render_derived(name="keys")
+        )
+        self._c.execute(
+            select(func.pg_advisory_xact_lock(BUNDLE_LOCK_NAMESPACE, locked.c.key)).order_by(locked.c.position)
+        ).all()
+
+    def _facts(self, items: Sequence[BatchItem]) -> BatchFacts:
+        mails = [i.mail for i in items]
+        referenced = {
+            n
+            for m in mails
+            if m.decision is Decision.FOLLOW_UP and (n := reference_number(m.ticket_reference or "")) is not None
+        }
+        hints = {i.bundle_hint for i in items if _may_bundle(i.mail) and i.bundle_hint is not None}
+        tickets = self._tickets(select_where=Ticket.number.in_(sorted(referenced | hints))) if referenced | hints else {}
+        # A hint from the window table is used only if PostgreSQL agrees; otherwise, and
+        # on every miss, the ticket is looked up by bundle key and opening cycle.
+        lookups = set()
+        for item in items:
+            mail = item.mail
+            if not (_may_bundle(mail) and mail.bundle_key):
+                continue
+            hinted = tickets.get(item.bundle_hint) if item.bundle_hint is not None else None
+            if hinted is None or hinted.bundle_key != mail.bundle_key or hinted.opening_poll_cycle not in bundle_window(mail.poll_cycle):
+                lookups.add((mail.bundle_key, mail.poll_cycle))
+        if lookups:
+            pairs = _pairs("bundles", sorted(lookups), BigInteger)
+            earliest, latest = bundle_window(pairs.c.second)
+            tickets.update(
+                self._tickets(
+                    join=(
+                        pairs,
+                        and_(Ticket.bundle_key == pairs.c.first, Ticket.opening_poll_cycle.between(earliest, latest)),
+                    )
+                )
+            )
+
+        senders = sorted({m.sender.lower() for m in mails if m.decision is not Decision.REJECT})
+        fallback_logins = sorted({m.ticket_options.fallback_user for m in mails if m.ticket_options.fallback_user})
+        domains = sorted(
+            {
+                domain
+                for m in mails
+                if m.ticket_options.create_location_from_domain and (domain := split_address(m.sender)[1])
+            }
+        )
+        users_by_email = {}
+        if senders:
+            for row in self._c.execute(
+                select(User.id, User.login, User.location_id, func.lower(User.email).label("email")).where(
+                    func.lower(User.email).in_(senders)
+                )
+            ):
+                users_by_email[row.email] = KnownUser(row.id, row.login, row.location_id)
+        users_by_login = {}
+        if fallback_logins:
+            for row in self._c.execute(
+                select(User.id, User.login, User.location_id).where(User.login.in_(fallback_logins))
+            ):
+                users_by_login[row.login] = KnownUser(row.id, row.login, row.location_id)
+        locations = {}
+        if domains:
+            locations = dict(
+                (row.domain, row.id)
+                for row in self._c.execute(select(Location.id, Location.domain).where(Location.domain.in_(domains)))
+            )
+        return BatchFacts(tickets, users_by_email, users_by_login, locations)
+
+    def _tickets(self, *, select_where=None, join=None) -> dict[int, KnownTicket]:
+        """Tickets by number, locked for this transaction (their steps are appended)."""
+        query = select(Ticket.number, Ticket.subject, Ticket.status, Ticket.bundle_key, Ticket.opening_poll_cycle)
+        if join is not None:
+            query = query.join(*join)
+        if select_where is not None:
+            query = query.where(select_where)
+        rows = self._c.execute(query.order_by(Ticket.number).with_for_update(of=Ticket)).all()
+        return {r.number: KnownTicket(r.number, r.subject, r.status, r.bundle_key, r.opening_poll_cycle) for r in rows}
+
+    # --- 4. effects ----------------------------------------------------------
+
+    def _apply(self, items: Sequence[BatchItem], plans: Sequence[Plan], facts: BatchFacts) -> list[AppliedMail]:
+        locations: dict[str, tuple[int, bool]] = {}  # domain -> (id, created by this batch)
+        users: dict[str, tuple[int, str | None]] = {}  # email -> (id, login if created by this batch)
+        for plan in plans:
+            if isinstance(plan, OpenTicket) and plan.creates_location is not None:
+                locations[plan.creates_location.domain] = self._location(plan.creates_location)
+        for plan in plans:
+            if isinstance(plan, OpenTicket) and plan.creates_user is not None:
+                users[plan.creates_user.email] = self._user(plan.creates_user, locations)
+
+        opening = [p for p in plans if isinstance(p, OpenTicket)]
+        numbers: dict[PlannedTicket, int] = {}
+        if opening:
+            drawn = sorted(
+                self._c.scalars(select(TICKET_NUMBER_SEQUENCE.next_value()).select_from(func.generate_series(1, len(opening))))
+            )
+            numbers = {plan.ticket: number for plan, number in zip(opening, drawn)}
+            self._c.execute(
+                insert(Ticket),
+                [
+                    {
+                        "number": numbers[p.ticket],
+                        "reference": format_reference(self._settings.instance_id, numbers[p.ticket]),
+                        "subject": p.fields.subject,
+                        "requester": p.fields.requester,
+                        "source_account_id": p.fields.source_account_id,
+                        "category": p.fields.category,
+                        "priority": p.fields.priority,
+                        "resource": p.fields.resource,
+                        "bundle_key": p.fields.bundle_key,
+                        "opening_poll_cycle": p.fields.opening_poll_cycle,
+                        "requester_user_id": _user_id(p.owner, users),
+                        "location_id": _location_id(p.location, locations),
+                    }
+                    for p in opening
+                ],
+            )
+
+        last_position = self._last_positions([n for n in facts.tickets])
+        steps, reopened = [], set()
+        results = []
+        for item, plan in zip(items, plans):
+            mail = item.mail
+            if isinstance(plan, Reject):
+                results.append(AppliedMail(TicketEventKind.MAIL_REJECTED, None, mail.subject, plan.reason))
+                continue
+            number = numbers[plan.ticket] if isinstance(plan, OpenTicket) else _ticket_number(plan.ticket, numbers)
+            position = last_position.get(number, 0) + 1
+            last_position[number] = position
+            steps.append(_step_row(number, position, mail))
+            if isinstance(plan, OpenTicket):
+                location_created = plan.creates_location is not None and locations[plan.creates_location.domain][1]
+                created_login = users[plan.creates_user.email][1] if plan.creates_user is not None else None
+                results.append(
+                    AppliedMail(
+                        TicketEventKind.TICKET_CREATED,
+                        number,
+                        plan.fields.subject,
+                        None,
+                        created_user_login=created_login,
+                        created_location_domain=plan.creates_location.domain if location_created else None,
+                    )
+                )
+            else:
+                if number in facts.tickets:
+                    reopened.add(number)
+                results.append(AppliedMail(TicketEventKind.STEP_ADDED, number, plan.ticket_subject, None))
+        if steps:
+            self._c.execute(insert(TicketStep), steps)
+        if reopened:
+            self._c.execute(
+                update(Ticket).where(Ticket.number.in_(sorted(reopened))).values(status="open", updated_at=func.now())
+            )
+        self._queue_auto_answers(items, plans, numbers)
+        return results
+
+    def _location(self, planned: PlannedLocation) -> tuple[int, bool]:
+        """The location of ``planned.domain``: inserted now (True) or found, if another
+        transaction inserted it first (False)."""
+        created = self._c.scalar(
+            insert(Location)
+            .values(name=planned.domain, domain=planned.domain)
+            .on_conflict_do_nothing(index_elements=["domain"])
+            .returning(Location.id)
+        )
+        if created is not None:
+            return created, True
+        return self._c.scalar(select(Location.id).where(Location.domain == planned.domain)), False
+
+    def _user(self, planned: PlannedUser, locations: dict[str, tuple[int, bool]]) -> tuple[int, str | None]:
+        """The user of ``planned.email``: (id, login) if inserted now, (id, None) if found.
+
+        Logins are tried in :func:`login_candidates` order. ``ON CONFLICT DO NOTHING``
+        waits for a concurrent transaction holding the same email or login; after it
+        commits, the email look-up finds its row (reused, not created by us), and a login
+        it took sends us to the next candidate.
+        """
+        location = _location_id(planned.location, locations)
+        taken = set(
+            self._c.scalars(
+                select(User.login).where(
+                    or_(User.login == planned.local_part, User.login.like(_like_prefix(planned.local_part) + "-%"))
+                )
+            )
+        )
+        for login in login_candidates(planned.local_part):
+            if login in taken:
+                continue
+            created = self._c.scalar(
+                insert(User)
                 .values(
-                    account_id=decision.account_id,
-                    source_id=decision.source_id,
-                    message_id=decision.message_id,
-                    outcome="PENDING",
+                    login=login,
+                    email=planned.email,
+                    display_name=planned.display_name,
+                    location_id=location,
+                    created_from_account_id=planned.account_id,
                 )
                 .on_conflict_do_nothing()
-                .returning(ProcessedMail.source_id)
-            ).first()
-            if claimed is None:
-                return self._recorded_outcome(connection, decision), False
-            outcome = self._decide(connection, decision)
-            connection.execute(
-                update(ProcessedMail)
-                .where(ProcessedMail.account_id == decision.account_id, ProcessedMail.source_id == decision.source_id)
-                .values(
-                    outcome=outcome.kind.value,
-                    ticket_number=outcome.ticket_number,
-                    subject=outcome.subject,
-                    reason=outcome.reason,
-                )
+                .returning(User.id)
             )
-            return outcome, True
+            if created is not None:
+                return created, login
+            existing = self._c.scalar(select(User.id).where(func.lower(User.email) == planned.email))
+            if existing is not None:
+                return existing, None
+            taken.add(login)
+        raise AssertionError("login_candidates never ends")
 
-    def _recorded_outcome(self, connection: Connection, decision: MailClassified) -> Outcome:
-        guards = [ProcessedMail.source_id == decision.source_id]
-        if decision.message_id:
-            guards.append(ProcessedMail.message_id == decision.message_id)
-        row = connection.execute(
-            select(ProcessedMail).where(ProcessedMail.account_id == decision.account_id, or_(*guards)).limit(1)
-        ).one()
-        return Outcome(TicketEventKind(row.outcome), row.ticket_number, row.subject, row.reason)
+    def _last_positions(self, numbers: list[int]) -> dict[int, int]:
+        if not numbers:
+            return {}
+        rows = self._c.execute(
+            select(TicketStep.ticket_number, func.max(TicketStep.position))
+            .where(TicketStep.ticket_number.in_(numbers))
+            .group_by(TicketStep.ticket_number)
+        ).all()
+        return {number: position for number, position in rows}
 
-    def _decide(self, connection: Connection, decision: MailClassified) -> Outcome:
-        if decision.decision is Decision.REJECT:
-            return Outcome(TicketEventKind.MAIL_REJECTED, None, decision.subject, decision.reason)
-        if decision.decision is Decision.FOLLOW_UP:
-            number = reference_number(decision.ticket_reference or "")
-            ticket = connection.execute(
-                select(Ticket).where(Ticket.number == number).with_for_update()
-            ).first() if number is not None else None
-            if ticket is not None:
-                self._add_step(connection, number, decision)
-                connection.execute(
-                    update(Ticket).where(Ticket.number == number).values(status="open", updated_at=func.now())
-                )
-                return Outcome(TicketEventKind.STEP_ADDED, number, ticket.subject, None)
-            if self._settings.unknown_reference is UnknownReferencePolicy.REJECT:
-                return Outcome(
-                    TicketEventKind.MAIL_REJECTED,
-                    None,
-                    decision.subject,
-                    f"reference {decision.ticket_reference} names no ticket of this installation",
-                )
-        number = self._create_ticket(connection, new_ticket(decision))
-        self._add_step(connection, number, decision)
-        return Outcome(TicketEventKind.TICKET_CREATED, number, decision.subject, None)
+    def _queue_auto_answers(
+        self, items: Sequence[BatchItem], plans: Sequence[Plan], numbers: dict[PlannedTicket, int]
+    ) -> None:
+        """The auto-answer of each new ticket, queued in this transaction (see auto_answer_outbox)."""
+        from services.ticketer.auto_answer_outbox import queue_auto_answer
 
-    def _create_ticket(self, connection: Connection, fields: NewTicket) -> int:
-        number = connection.scalar(TICKET_NUMBER_SEQUENCE.next_value())
-        connection.execute(
-            insert(Ticket).values(
-                number=number,
-                reference=format_reference(self._settings.instance_id, number),
-                subject=fields.subject,
-                requester=fields.requester,
-                source_account_id=fields.source_account_id,
-                category=fields.category,
-                priority=fields.priority,
-                resource=fields.resource,
-                bundle_key=fields.bundle_key,
-                opening_poll_cycle=fields.opening_poll_cycle,
-            )
+        for item, plan in zip(items, plans):
+            if isinstance(plan, OpenTicket):
+                queue_auto_answer(self._c, item.mail, numbers[plan.ticket], self._settings)
+
+
+def bundle_lock_key(bundle_key: str) -> int:
+    """The second key of a bundle's advisory lock: a stable 32-bit hash (CRC-32, signed),
+    computed here so the batch sends integers, not its bundle keys, to lock them."""
+    return zlib.crc32(bundle_key.encode("utf-8")) - 2**31
+
+
+def _pairs(name: str, pairs: Sequence[tuple[str, object]], second_type: type) -> object:
+    """``pairs`` as a derived table with columns ``first`` and ``second``: two array
+    parameters unnested side by side, so a batch's look-up is one short statement."""
+    firsts = bindparam(f"{name}_first", [a for a, _ in pairs], type_=ARRAY(Text))
+    seconds = bindparam(f"{name}_second", [b for _, b in pairs], type_=ARRAY(second_type))
+    return func.unnest(firsts, seconds).table_valued("first", "second").render_derived(name=name)
+
+
+def _may_bundle(mail: MailClassified) -> bool:
+    return mail.decision is Decision.NEW_TICKET and mail.ticket_options.auto_bundle
+
+
+def _ticket_number(ticket: int | PlannedTicket, numbers: dict[PlannedTicket, int]) -> int:
+    return numbers[ticket] if isinstance(ticket, PlannedTicket) else ticket
+
+
+def _user_id(owner: int | PlannedUser, users: dict[str, tuple[int, str | None]]) -> int:
+    return users[owner.email][0] if isinstance(owner, PlannedUser) else owner
+
+
+def _location_id(location: int | PlannedLocation | None, locations: dict[str, tuple[int, bool]]) -> int | None:
+    if isinstance(location, PlannedLocation):
+        return locations[location.domain][0]
+    return location
+
+
+def _like_prefix(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def _step_row(number: int, position: int, mail: MailClassified) -> dict:
+    return {
+        "ticket_number": number,
+        "position": position,
+        "direction": "inbound",
+        "account_id": mail.account_id,
+        "source_id": mail.source_id,
+        "message_id": mail.message_id,
+        "sender": mail.sender,
+        "subject": mail.subject,
+        "body_text": mail.body_text,
+    }
+
+
+def _stored_events(row) -> list[TicketEvent]:
+    """The events a ledger row recorded; rows from before revision 0005 keep only the outcome."""
+    if row.events is not None:
+        return [TicketEvent.model_validate(event) for event in row.events]
+    kind = TicketEventKind(row.outcome)
+    return [
+        TicketEvent(
+            event_id=event_id(row.account_id, row.source_id, kind),
+            kind=kind,
+            occurred_at=row.processed_at.replace(tzinfo=UTC),
+            account_id=row.account_id,
+            source_id=row.source_id,
+            ticket_number=row.ticket_number,
+            subject=row.subject,
+            reason=row.reason,
         )
-        return number
+    ]
 
-    def _add_step(self, connection: Connection, number: int, decision: MailClassified) -> None:
-        position = connection.scalar(
-            select(func.coalesce(func.max(TicketStep.position), 0) + 1).where(TicketStep.ticket_number == number)
-        )
-        connection.execute(
-            insert(TicketStep).values(
-                ticket_number=number,
-                position=position,
-                direction="inbound",
-                account_id=decision.account_id,
-                source_id=decision.source_id,
-                message_id=decision.message_id,
-                sender=decision.sender,
-                subject=decision.subject,
-                body_text=decision.body_text,
-            )
-        )

@@ -1,11 +1,13 @@
 """Tables the ticketer owns: tickets, their steps, the processed-mail ledger, users,
-locations/customers, reference data and the outbox of outbound mail."""
+locations/customers, reference data, the outbox of outbound mail and its templates."""
 
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import BigInteger, ForeignKey, Index, Integer, Sequence, String, Text, UniqueConstraint, func, text
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
 from mailintake.database import Base
@@ -15,6 +17,16 @@ TICKET_NUMBER_SEQUENCE = Sequence("ticket_number_seq", start=10001)
 
 class Ticket(Base):
     __tablename__ = "tickets"
+    __table_args__ = (
+        # The bundle look-up when the ticketer's window table misses (after a restart
+        # or a rebalance that lost it): which ticket did this key open in cycle n?
+        Index(
+            "ix_tickets_bundle_key_opening_poll_cycle",
+            "bundle_key",
+            "opening_poll_cycle",
+            postgresql_where=text("bundle_key IS NOT NULL"),
+        ),
+    )
 
     number: Mapped[int] = mapped_column(BigInteger, TICKET_NUMBER_SEQUENCE, primary_key=True)
     reference: Mapped[str] = mapped_column(String(64), unique=True)
@@ -79,6 +91,13 @@ class ProcessedMail(Base):
     subject: Mapped[str | None] = mapped_column(Text)
     reason: Mapped[str | None] = mapped_column(Text)
     processed_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    # Every ticket event the mail caused, ids and timestamps included: a replay
+    # re-emits exactly these. NULL on rows written before revision 0005.
+    events: Mapped[list[dict[str, Any]] | None] = mapped_column(JSONB)
+    # The raw mail's hash: with account and source id it keeps the original reachable.
+    raw_sha256: Mapped[str | None] = mapped_column(String(64))
+    poll_cycle: Mapped[int | None] = mapped_column(BigInteger)
+    bundle_key: Mapped[str | None] = mapped_column(Text)
 
 
 class _ReferenceData:
@@ -156,3 +175,18 @@ class OutboundMail(Base):
     last_smtp_reply: Mapped[str | None] = mapped_column(Text)
     sent_at: Mapped[datetime | None] = mapped_column()
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+
+class AutoAnswerTemplate(Base):
+    """A named auto-answer; an account's ``auto_answer_template`` names one.
+
+    Rows are written only by ``mailintake templates import``, which checks each
+    template first, so a broken template never reaches the ticketer.
+    """
+
+    __tablename__ = "auto_answer_templates"
+
+    name: Mapped[str] = mapped_column(String(200), primary_key=True)
+    subject_template: Mapped[str] = mapped_column(Text)
+    body_template: Mapped[str] = mapped_column(Text)
+    updated_at: Mapped[datetime] = mapped_column(server_default=func.now())

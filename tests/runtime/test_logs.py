@@ -1,9 +1,25 @@
 import json
+import logging
 
+import pytest
 import structlog
 from pydantic import SecretStr
 
 from mailintake.runtime.logs import REDACTED, configure_logging
+
+
+@pytest.fixture(autouse=True)
+def restore_logging():
+    """configure_logging binds structlog and the root handler to this test's captured
+    stderr, which pytest closes afterwards; later tests that log in-process would fail
+    with "I/O operation on closed file" unless the defaults come back."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    structlog.reset_defaults()
+    structlog.contextvars.clear_contextvars()
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 def test_secrets_never_reach_the_log(capsys):

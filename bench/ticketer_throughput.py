@@ -1,0 +1,220 @@
+"""Ticketer throughput on the local stack, next to a bare batched INSERT of the same rows.
+
+    .venv/bin/python bench/ticketer_throughput.py [--mails 20000] [--replicas 1]
+
+Three measurements in one run, on the same PostgreSQL:
+
+1. **bare INSERT**: the rows the ticketer writes for a new ticket (ticket, first step,
+   ledger row with its events), inserted in batches of ``max_batch`` rows per table and
+   transaction, with nothing read or decided: the ceiling for this database;
+2. **new tickets**: ``--mails`` ``mail.classified`` records, each opening a ticket, through
+   the ticketer (``--replicas`` worker processes of one consumer group, Kafka,
+   PostgreSQL, ticket.events);
+3. **50 % bundled**: the same number of records where every second one joins the ticket
+   of the one before (same sender, subject and poll cycle).
+
+The bare INSERT runs before and after the ticketer and the ratio uses the mean of the
+two, since the machine's load moves during a run. The records are produced before the
+workers start, to a topic of this run (the shared
+``mail.classified`` has other consumers on a dev stack); the clock runs from the first
+handled mail to the last, so start-up and the consumer-group join are not counted.
+The owner of every ticket is an existing fallback user, so no user is created.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing
+import multiprocessing.synchronize
+import sys
+import threading
+import time
+import uuid
+from datetime import UTC, datetime
+
+from kafka import KafkaProducer
+from kafka.admin import KafkaAdminClient, NewTopic
+from sqlalchemy import func, insert, select
+
+from mailintake.contracts import get_topic, record_key
+from mailintake.contracts.records import Decision, MailClassified, SenderIdentity, TicketOptions, encode_record
+from mailintake.database import engine_for
+from mailintake.runtime.http_endpoint import Health
+from mailintake.stack import Stack
+from services.classifier.core import bundle_key
+from services.ticketer.core import format_reference
+from services.ticketer.service import GIL_SWITCH_INTERVAL_SECONDS, TicketerWorker
+from services.ticketer.settings import TicketerSettings
+from services.ticketer.tables import TICKET_NUMBER_SEQUENCE, ProcessedMail, Ticket, TicketStep, User
+
+
+def mails(run: str, count: int, bundled: bool) -> list[MailClassified]:
+    account = f"bench-{run}-{'bundled' if bundled else 'new'}"
+    options = TicketOptions(fallback_user=f"bench-{run}", category="Hardware", priority="normal", resource="1st-level")
+    result = []
+    for i in range(count):
+        key = i // 2 if bundled else i
+        sender, subject = f"sender{key}@bench.test", f"Printer {key} jammed"
+        result.append(
+            MailClassified(
+                account_id=account,
+                source_id=f"imap:1:{i}",
+                message_id=f"<{i}.{account}@bench.test>",
+                poll_cycle=1,
+                fetched_at=datetime.now(UTC),
+                decision=Decision.NEW_TICKET,
+                rules_fired=["new-ticket"],
+                sender=sender,
+                subject=subject,
+                bundle_key=bundle_key(account, sender, subject),
+                body_text="Hello,\n\nthe printer next to room 3.14 shows 'paper jam' again.\n\nThanks\n" * 3,
+                raw_sha256="0" * 64,
+                sender_identity=SenderIdentity(name="Desk", address="desk@bench.test"),
+                ticket_options=options,
+            )
+        )
+    return result
+
+
+def bare_insert(engine, batch: list[MailClassified], fallback_user_id: int) -> None:
+    """One transaction: the ticket, step and ledger rows of ``batch``, one batched INSERT per table."""
+    with engine.begin() as connection:
+        numbers = sorted(
+            connection.scalars(select(TICKET_NUMBER_SEQUENCE.next_value()).select_from(func.generate_series(1, len(batch))))
+        )
+        now = datetime.now(UTC)
+        tickets, steps, ledger = [], [], []
+        for number, mail in zip(numbers, batch):
+            options = mail.ticket_options
+            tickets.append(
+                dict(number=number, reference=format_reference("mi", number), subject=mail.subject, requester=mail.sender,
+                     source_account_id=mail.account_id, category=options.category, priority=options.priority,
+                     resource=options.resource, bundle_key=mail.bundle_key, opening_poll_cycle=mail.poll_cycle,
+                     requester_user_id=fallback_user_id)
+            )
+            steps.append(
+                dict(ticket_number=number, position=1, direction="inbound", account_id=mail.account_id, source_id=mail.source_id,
+                     message_id=mail.message_id, sender=mail.sender, subject=mail.subject, body_text=mail.body_text)
+            )
+            event = {"event_id": f"{mail.account_id}:{mail.source_id}:TICKET_CREATED", "kind": "TICKET_CREATED",
+                     "occurred_at": now.isoformat(), "account_id": mail.account_id, "source_id": mail.source_id,
+                     "ticket_number": number, "subject": mail.subject, "reason": None}
+            ledger.append(
+                dict(account_id=mail.account_id, source_id=mail.source_id, message_id=mail.message_id, outcome="TICKET_CREATED",
+                     ticket_number=number, subject=mail.subject, events=[event], raw_sha256=mail.raw_sha256,
+                     poll_cycle=mail.poll_cycle, bundle_key=mail.bundle_key)
+            )
+        connection.execute(insert(Ticket), tickets)
+        connection.execute(insert(TicketStep), steps)
+        connection.execute(insert(ProcessedMail), ledger)
+
+
+def handled(engine, account_id: str) -> int:
+    with engine.connect() as connection:
+        return connection.scalar(select(func.count()).select_from(ProcessedMail).where(ProcessedMail.account_id == account_id))
+
+
+def run_replica(bootstrap: str, database_url: str, group: str, topic: str, stop: multiprocessing.synchronize.Event) -> None:
+    """One ticketer replica (a process of its own, as in production) until ``stop`` is set."""
+    from mailintake.runtime.logs import configure_logging
+
+    configure_logging("bench", "WARNING")
+    sys.setswitchinterval(GIL_SWITCH_INTERVAL_SECONDS)  # as `mailintake run ticketer` does
+    settings = TicketerSettings(
+        kafka_bootstrap_servers=bootstrap, database_url=database_url, group_id=group, log_level="WARNING"
+    )
+    stopping = threading.Event()
+    threading.Thread(target=lambda: (stop.wait(), stopping.set()), daemon=True).start()
+    asyncio.run(TicketerWorker(settings, Health(), source_topic=topic).run_until(stopping))
+
+
+def through_ticketer(endpoints, records: list[MailClassified], run: str, label: str, replicas: int) -> float:
+    """Seconds from the first to the last of ``records`` handled by ``replicas`` ticketer processes."""
+    topic = f"bench.mail.classified.{run}.{label}"
+    group = f"bench-{run}-{label}"
+    admin = KafkaAdminClient(bootstrap_servers=endpoints.kafka_bootstrap)
+    admin.create_topics([NewTopic(topic, get_topic("mail.classified").partitions, 1)])
+    producer = KafkaProducer(bootstrap_servers=endpoints.kafka_bootstrap, acks="all", linger_ms=20, batch_size=256 * 1024)
+    for mail in records:
+        producer.send(topic, key=record_key(mail), value=encode_record("mail.classified", mail))
+    producer.flush()
+    producer.close()
+
+    engine = engine_for(endpoints.database_url)
+    account = records[0].account_id
+    spawn = multiprocessing.get_context("spawn")
+    stop = spawn.Event()
+    processes = [
+        spawn.Process(target=run_replica, args=(endpoints.kafka_bootstrap, endpoints.database_url, group, topic, stop))
+        for _ in range(replicas)
+    ]
+    for process in processes:
+        process.start()
+    try:
+        while handled(engine, account) == 0:
+            time.sleep(0.01)
+        started = time.monotonic()
+        while handled(engine, account) < len(records):
+            time.sleep(0.01)
+        return time.monotonic() - started
+    finally:
+        stop.set()
+        for process in processes:
+            process.join(60)
+        # The run's topic and what faust created for the run's group (changelog, assignor).
+        admin.delete_topics([t for t in admin.list_topics() if t == topic or t.startswith(f"{group}-")])
+        admin.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--mails", type=int, default=20000, help="records per measurement")
+    parser.add_argument("--replicas", type=int, default=1, help="ticketer processes in one consumer group")
+    args = parser.parse_args()
+    endpoints = Stack().up()
+    settings = TicketerSettings(
+        kafka_bootstrap_servers=endpoints.kafka_bootstrap, database_url=endpoints.database_url, log_level="WARNING"
+    )
+    from mailintake.runtime.logs import configure_logging
+
+    configure_logging("bench", "WARNING")
+    engine = engine_for(endpoints.database_url)
+    run = uuid.uuid4().hex[:8]
+    with engine.begin() as connection:
+        fallback_id = connection.scalar(insert(User).values(login=f"bench-{run}", email=f"bench-{run}@bench.test").returning(User.id))
+
+    baseline = mails(f"{run}b", args.mails, bundled=False)
+    baseline_after = mails(f"{run}a", args.mails, bundled=False)
+    started = time.monotonic()
+    for start in range(0, len(baseline), settings.max_batch):
+        bare_insert(engine, baseline[start : start + settings.max_batch], fallback_id)
+    bare_seconds = time.monotonic() - started
+
+    new_seconds = through_ticketer(endpoints, mails(run, args.mails, bundled=False), run, "new", args.replicas)
+    bundled_seconds = through_ticketer(endpoints, mails(run, args.mails, bundled=True), run, "bundled", args.replicas)
+    # The baseline again after the ticketer runs: the machine is shared, its load moves.
+    started = time.monotonic()
+    for start in range(0, len(baseline_after), settings.max_batch):
+        bare_insert(engine, baseline_after[start : start + settings.max_batch], fallback_id)
+    bare_seconds_after = time.monotonic() - started
+
+    bare_rate = args.mails / ((bare_seconds + bare_seconds_after) / 2)
+    new_rate = args.mails / new_seconds
+    print(f"mails per measurement: {args.mails}, batch: {settings.max_batch}, ticketer replicas: {args.replicas}")
+    print(
+        f"bare batched INSERT:  {bare_rate:8.0f} tickets/s  (before {args.mails / bare_seconds:.0f}, "
+        f"after {args.mails / bare_seconds_after:.0f})"
+    )
+    print(f"ticketer, new:        {new_rate:8.0f} tickets/s  (ratio to bare INSERT {new_rate / bare_rate:.2f})")
+    print(
+        f"ticketer, 50% bundled:{args.mails / bundled_seconds:8.0f} mails/s, "
+        f"{args.mails / 2 / bundled_seconds:.0f} tickets/s + {args.mails / 2 / bundled_seconds:.0f} steps/s"
+    )
+    print(json.dumps({"bare_tickets_per_s": round(bare_rate), "new_tickets_per_s": round(new_rate),
+                      "ratio": round(new_rate / bare_rate, 3), "bundled_mails_per_s": round(args.mails / bundled_seconds)}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,26 @@
+"""Settings of the admin service (the HTTP API; later also account management and a web page)."""
+
+from __future__ import annotations
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class AdminSettings(BaseSettings):
+    """The admin service serves the read-only ticket API (``/api``, ``/docs``, ``/openapi.json``)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="MAILINTAKE_ADMIN_", frozen=True, use_attribute_docstrings=True, extra="ignore"
+    )
+
+    host: str = "127.0.0.1"
+    """Address the API binds to. Loopback by default: the API has no authentication yet."""
+
+    port: int = Field(default=8080, ge=1, le=65535)
+    """Port the API listens on."""
+
+    database_url: SecretStr = SecretStr("postgresql+psycopg://mailintake:mailintake@127.0.0.1:15432/mailintake")
+    """SQLAlchemy URL of the PostgreSQL database (driver postgresql+psycopg). Secret: it may hold a password."""
+
+    log_level: str = Field(default="INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")
+    """Lowest level logged: DEBUG, INFO, WARNING or ERROR."""

@@ -1,0 +1,284 @@
+"""The ticketer's store on the real PostgreSQL: the rules' effects, the ledger, and races
+between replicas (threads with their own connections stand in for them)."""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+
+import pytest
+from sqlalchemy import func, insert, select, update
+
+from mailintake.contracts.records import Decision, TicketEventKind
+from mailintake.database import engine_for
+from services.ticketer.settings import TicketerSettings, UnknownReferencePolicy
+from services.ticketer.store import BatchItem, TicketStore
+from services.ticketer.tables import Category, Location, Priority, ProcessedMail, Resource, Ticket, TicketStep, User
+from tests.ticketer.mails import classified
+
+pytestmark = pytest.mark.stack
+
+
+@pytest.fixture
+def engine(stack):
+    return engine_for(stack.database_url)
+
+
+@pytest.fixture
+def store(engine):
+    return TicketStore(engine, TicketerSettings())
+
+
+def kinds(handled):
+    return [[e.kind.value for e in h.events] for h in handled]
+
+
+def tickets_of(engine, account_id):
+    with engine.connect() as c:
+        return c.execute(select(Ticket).where(Ticket.source_account_id == account_id).order_by(Ticket.number)).all()
+
+
+def steps_of(engine, number):
+    with engine.connect() as c:
+        return c.execute(select(TicketStep).where(TicketStep.ticket_number == number).order_by(TicketStep.position)).all()
+
+
+def ledger_of(engine, account_id):
+    with engine.connect() as c:
+        return {r.source_id: r for r in c.execute(select(ProcessedMail).where(ProcessedMail.account_id == account_id))}
+
+
+def add_user(engine, login, email, location_id=None):
+    with engine.begin() as c:
+        return c.scalar(insert(User).values(login=login, email=email, location_id=location_id).returning(User.id))
+
+
+def test_new_ticket_takes_the_accounts_reference_data_and_the_fallback_user(engine, store, unique):
+    fallback_id = add_user(engine, f"fallback-{unique}", f"fallback-{unique}@desk.test")
+    with engine.begin() as c:
+        for table in (Resource, Category, Priority):
+            c.execute(insert(table).values(name=f"{table.__tablename__}-{unique}"))
+    account = f"acc-{unique}"
+    mail = classified(
+        account, "1", sender=f"stranger-{unique}@kunde.test", fallback_user=f"fallback-{unique}",
+        resource=f"resources-{unique}", category=f"categories-{unique}", priority=f"priorities-{unique}",
+    )
+    [handled] = store.apply_batch([BatchItem(mail)])
+    assert kinds([handled]) == [["TICKET_CREATED"]]
+    [ticket] = tickets_of(engine, account)
+    assert (ticket.resource, ticket.category, ticket.priority) == (
+        f"resources-{unique}", f"categories-{unique}", f"priorities-{unique}",
+    )
+    assert ticket.requester_user_id == fallback_id and ticket.requester == mail.sender
+    assert ticket.status == "open" and ticket.bundle_key == mail.bundle_key and ticket.opening_poll_cycle == 1
+    assert [s.body_text for s in steps_of(engine, ticket.number)] == ["body of 1"]
+
+
+def test_follow_up_appends_a_step_and_reopens_a_closed_ticket(engine, store, unique):
+    account = f"acc-{unique}"
+    options = dict(create_user_from_local_part=True)
+    [opened] = store.apply_batch([BatchItem(classified(account, "1", sender=f"f-{unique}@kunde.test", **options))])
+    number = opened.opened_ticket
+    with engine.begin() as c:
+        c.execute(update(Ticket).where(Ticket.number == number).values(status="closed"))
+    follow_up = classified(
+        account, "2", decision=Decision.FOLLOW_UP, reference=f"[#mi-{number}]", subject=f"Re: [#mi-{number}] x",
+        sender=f"f-{unique}@kunde.test", **options
+    )
+    [handled] = store.apply_batch([BatchItem(follow_up)])
+    assert [(e.kind, e.ticket_number) for e in handled.events] == [(TicketEventKind.STEP_ADDED, number)]
+    assert [s.position for s in steps_of(engine, number)] == [1, 2]
+    assert tickets_of(engine, account)[0].status == "open"
+
+
+@pytest.mark.parametrize("policy", list(UnknownReferencePolicy))
+def test_follow_up_to_a_missing_ticket_is_recorded_either_way(engine, unique, policy):
+    store = TicketStore(engine, TicketerSettings(unknown_reference=policy))
+    account = f"acc-{unique}"
+    mail = classified(
+        account, "1", decision=Decision.FOLLOW_UP, reference="[#mi-1]", sender=f"anna-{unique}@kunde.test",
+        create_user_from_local_part=True,
+    )
+    [handled] = store.apply_batch([BatchItem(mail)])
+    row = ledger_of(engine, account)["1"]
+    if policy is UnknownReferencePolicy.REJECT:
+        assert kinds([handled]) == [["MAIL_REJECTED"]] and tickets_of(engine, account) == []
+        assert row.outcome == "MAIL_REJECTED" and row.reason == "reference [#mi-1] names no ticket of this installation"
+    else:
+        assert kinds([handled]) == [["USER_CREATED", "TICKET_CREATED"]] and len(tickets_of(engine, account)) == 1
+        assert row.outcome == "TICKET_CREATED"
+
+
+def test_rejected_mail_is_recorded_with_its_reason_and_stays_reachable(engine, store, unique):
+    account = f"acc-{unique}"
+    mail = classified(account, "pop3:00ab", decision=Decision.REJECT, reason="the account accepts follow-ups only")
+    [handled] = store.apply_batch([BatchItem(mail)])
+    [event] = handled.events
+    assert (event.kind, event.reason, event.ticket_number) == (
+        TicketEventKind.MAIL_REJECTED, "the account accepts follow-ups only", None,
+    )
+    row = ledger_of(engine, account)["pop3:00ab"]
+    assert (row.outcome, row.reason, row.raw_sha256, row.message_id) == (
+        "MAIL_REJECTED", "the account accepts follow-ups only", mail.raw_sha256, mail.message_id,
+    )
+    assert tickets_of(engine, account) == []
+
+
+def test_unknown_sender_without_user_creation_or_fallback_is_rejected(engine, store, unique):
+    account = f"acc-{unique}"
+    [handled] = store.apply_batch([BatchItem(classified(account, "1", sender=f"x-{unique}@kunde.test"))])
+    assert kinds([handled]) == [["MAIL_REJECTED"]]
+    assert "neither creates users" in ledger_of(engine, account)["1"].reason
+
+
+def test_users_from_the_local_part_resolve_collisions_in_a_fixed_order(engine, store, unique):
+    name = f"max.mustermann.{unique}"
+    add_user(engine, name, f"someone-else-{unique}@other.test")
+    account = f"acc-{unique}"
+    mails = [
+        classified(account, str(i), sender=f"{name}@{domain}.test", create_user_from_local_part=True, sender_name="Max")
+        for i, domain in enumerate(["a", "b", "a"])
+    ]
+    handled = store.apply_batch([BatchItem(m) for m in mails])
+    assert kinds(handled) == [["USER_CREATED", "TICKET_CREATED"], ["USER_CREATED", "TICKET_CREATED"], ["STEP_ADDED"]]
+    assert handled[0].events[0].reason == f"user {name}-2 created for {name}@a.test"
+    with engine.connect() as c:
+        users = dict(c.execute(select(User.email, User.login).where(User.login.like(f"{name}%"))).all())
+        display = c.scalar(select(User.display_name).where(User.email == f"{name}@b.test"))
+    assert users == {f"someone-else-{unique}@other.test": name, f"{name}@a.test": f"{name}-2", f"{name}@b.test": f"{name}-3"}
+    assert display == "Max"
+
+
+def test_known_sender_is_found_whatever_the_case(engine, store, unique):
+    user_id = add_user(engine, f"erika-{unique}", f"Erika.{unique}@Kunde.test")
+    account = f"acc-{unique}"
+    [handled] = store.apply_batch(
+        [BatchItem(classified(account, "1", sender=f"ERIKA.{unique}@kunde.TEST", create_user_from_local_part=True))]
+    )
+    assert kinds([handled]) == [["TICKET_CREATED"]]
+    assert tickets_of(engine, account)[0].requester_user_id == user_id
+
+
+def test_the_domain_becomes_one_location_that_users_get(engine, store, unique):
+    domain = f"kunde-{unique}.test"
+    account = f"acc-{unique}"
+    options = dict(create_user_from_local_part=True, create_location_from_domain=True)
+    first = store.apply_batch([BatchItem(classified(account, "1", sender=f"a@{domain}", **options))])
+    second = store.apply_batch([BatchItem(classified(account, "2", sender=f"b@{domain}", **options))])
+    assert kinds(first + second) == [
+        ["LOCATION_CREATED", "USER_CREATED", "TICKET_CREATED"],
+        ["USER_CREATED", "TICKET_CREATED"],
+    ]
+    with engine.connect() as c:
+        location_id = c.scalar(select(Location.id).where(Location.domain == domain))
+        user_locations = c.scalars(select(User.location_id).where(User.email.in_([f"a@{domain}", f"b@{domain}"]))).all()
+    assert user_locations == [location_id, location_id]
+    assert {t.location_id for t in tickets_of(engine, account)} == {location_id}
+
+
+def test_a_replay_writes_nothing_and_returns_the_same_events(engine, store, unique):
+    account = f"acc-{unique}"
+    mails = [classified(account, str(i), sender=f"r-{unique}@kunde.test", poll_cycle=i, create_user_from_local_part=True) for i in range(4)]
+    first = store.apply_batch([BatchItem(m) for m in mails])
+    again = store.apply_batch([BatchItem(m) for m in mails])
+    assert [h.written for h in first] == [True] * 4 and [h.written for h in again] == [False] * 4
+    assert [h.events for h in again] == [h.events for h in first]
+    assert len(tickets_of(engine, account)) == 2  # cycles 0,1 and 2,3
+
+
+def test_the_same_message_id_under_a_new_source_id_is_a_replay(engine, store, unique):
+    account = f"acc-{unique}"
+    original = classified(account, "imap:1:5", message_id=f"<{unique}@x>", fallback_user="nobody")
+    refetched = classified(account, "imap:2:5", message_id=f"<{unique}@x>", fallback_user="nobody")
+    [first] = store.apply_batch([BatchItem(original)])
+    [again] = store.apply_batch([BatchItem(refetched)])
+    assert not again.written and again.events == first.events
+    assert [e.kind for e in first.events] == [TicketEventKind.MAIL_REJECTED]
+    assert list(ledger_of(engine, account)) == ["imap:1:5"]
+
+
+def test_a_mail_twice_in_one_batch_is_handled_once(engine, store, unique):
+    account = f"acc-{unique}"
+    mail = classified(account, "1", sender=f"d-{unique}@kunde.test", create_user_from_local_part=True, auto_bundle=False)
+    one, two = store.apply_batch([BatchItem(mail), BatchItem(mail)])
+    assert (one.written, two.written) == (True, False) and one.events == two.events
+    assert len(tickets_of(engine, account)) == 1
+
+
+def test_a_wrong_hint_from_the_window_table_is_checked_against_postgresql(engine, store, unique):
+    account = f"acc-{unique}"
+    options = dict(create_user_from_local_part=True, sender=f"h-{unique}@kunde.test")
+    [other] = store.apply_batch([BatchItem(classified(account, "1", subject="Other", **options))])
+    [opened] = store.apply_batch([BatchItem(classified(account, "2", subject="Printer", poll_cycle=5, **options))])
+    # A hint naming a ticket of another bundle is ignored; the look-up finds the right one.
+    [bundled] = store.apply_batch([BatchItem(classified(account, "3", subject="Printer", poll_cycle=6, **options), other.opened_ticket)])
+    assert [(e.kind, e.ticket_number) for e in bundled.events] == [(TicketEventKind.STEP_ADDED, opened.opened_ticket)]
+    # A miss (no hint at all: the table lost its changelog) finds it too.
+    [missed] = store.apply_batch([BatchItem(classified(account, "4", subject="Printer", poll_cycle=6, **options))])
+    assert [(e.kind, e.ticket_number) for e in missed.events] == [(TicketEventKind.STEP_ADDED, opened.opened_ticket)]
+
+
+# --- races between replicas ----------------------------------------------------
+
+
+def race(functions):
+    """Run ``functions`` at once on threads, each after all are ready; return their results."""
+    barrier = threading.Barrier(len(functions))
+    results: list = [None] * len(functions)
+    errors: list = []
+
+    def run(index, function):
+        barrier.wait()
+        try:
+            results[index] = function()
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(i, f)) for i, f in enumerate(functions)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert not errors, errors
+    return results
+
+
+def test_two_replicas_creating_the_same_user_end_with_one_user_and_one_event(engine, unique):
+    for round_ in range(5):
+        sender = f"race-{round_}-{unique}@kunde-{unique}.test"
+        replicas = [TicketStore(engine, TicketerSettings()) for _ in range(4)]
+        results = race(
+            [
+                lambda store=store, i=i: store.apply_batch(
+                    [BatchItem(classified(f"acc-{unique}", f"{round_}-{i}", sender=sender, subject=f"s{i}",
+                                          create_user_from_local_part=True, create_location_from_domain=True))]
+                )
+                for i, store in enumerate(replicas)
+            ]
+        )
+        events = Counter(e.kind for [handled] in results for e in handled.events)
+        assert events[TicketEventKind.USER_CREATED] == 1, events
+        assert events[TicketEventKind.TICKET_CREATED] == 4
+        with engine.connect() as c:
+            assert c.scalar(select(func.count()).select_from(User).where(func.lower(User.email) == sender)) == 1
+    with engine.connect() as c:
+        assert c.scalar(select(func.count()).select_from(Location).where(Location.domain == f"kunde-{unique}.test")) == 1
+
+
+def test_two_replicas_handling_the_same_bundle_open_one_ticket(engine, unique):
+    # A rebalance can hand a partition to a new owner while the old one still works on
+    # it: both apply the same mails, in the same order.
+    account = f"acc-{unique}"
+    for round_ in range(5):
+        mails = [
+            classified(account, f"{round_}-{i}", sender=f"b-{unique}@kunde.test", subject=f"round {round_}",
+                       poll_cycle=[10, 10, 11][i], create_user_from_local_part=True)
+            for i in range(3)
+        ]
+        replicas = [TicketStore(engine, TicketerSettings()) for _ in range(2)]
+        results = race([lambda store=store: [store.apply_batch([BatchItem(m)])[0] for m in mails] for store in replicas])
+        assert [h.events for h in results[0]] == [h.events for h in results[1]]
+        assert sum(h.written for r in results for h in r) == 3
+    tickets = tickets_of(engine, account)
+    assert len(tickets) == 5
+    assert all([s.position for s in steps_of(engine, t.number)] == [1, 2, 3] for t in tickets)
