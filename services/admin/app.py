@@ -1,12 +1,16 @@
 """The admin service's FastAPI application (``mailintake run admin``).
 
 Today it serves the read-only ticket API and its OpenAPI document (``/openapi.json``,
-``/docs``); account management and a web page are to join this same app.
+``/docs``), and ``/livez`` and ``/readyz`` for the orchestrator; account management and a
+web page are to join this same app.
 """
 
 from __future__ import annotations
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Response
+from fastapi.responses import PlainTextResponse
+from sqlalchemy import text
+from sqlalchemy.exc import SQLAlchemyError
 
 from mailintake.database import engine_for
 from services.admin.settings import AdminSettings
@@ -21,6 +25,22 @@ def create_app(settings: AdminSettings) -> FastAPI:
     )
     app.state.engine = engine_for(settings.database_url.get_secret_value())
     app.include_router(tickets_router)
+
+    @app.get("/livez", include_in_schema=False, response_class=PlainTextResponse)
+    def livez() -> str:
+        return "ok\n"
+
+    @app.get("/readyz", include_in_schema=False, response_class=PlainTextResponse)
+    def readyz(response: Response) -> str:
+        # Ready means the database answers: every API route needs it.
+        try:
+            with app.state.engine.connect() as connection:
+                connection.execute(text("SELECT 1"))
+        except SQLAlchemyError as exc:
+            response.status_code = 503
+            return f"database unavailable: {type(exc).__name__}\n"
+        return "ok\n"
+
     return app
 
 

@@ -161,7 +161,10 @@ def test_rotation_first_key_encrypts_every_key_decrypts():
         PasswordCipher([new], "MAILINTAKE_ACCOUNTS_ENCRYPTION_KEYS").decrypt(token, "desk")
 
 
-def test_keys_come_from_the_variable_or_the_file(tmp_path):
+def test_keys_come_from_the_variable_or_the_file(tmp_path, monkeypatch):
+    # The stack fixture exports the local stack's key file; this test sets its own sources.
+    monkeypatch.delenv("MAILINTAKE_ACCOUNTS_ENCRYPTION_KEYS", raising=False)
+    monkeypatch.delenv("MAILINTAKE_ACCOUNTS_ENCRYPTION_KEY_FILE", raising=False)
     first, second = generate_key(), generate_key()
     from_variable = cipher_from_settings(AccountEncryptionSettings(encryption_keys=f" {first} ,{second}"))
     assert from_variable.source == "MAILINTAKE_ACCOUNTS_ENCRYPTION_KEYS"

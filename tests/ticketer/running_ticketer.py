@@ -20,6 +20,7 @@ from pathlib import Path
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import KafkaAdminClient, OffsetSpec
+from kafka.errors import CoordinatorNotAvailableError, NotCoordinatorError
 from sqlalchemy import func, select
 
 from mailintake.contracts import get_topic, record_key
@@ -36,12 +37,24 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def place_group_at_end(bootstrap: str, group: str, topic: str = SOURCE) -> None:
-    """Commit the end offsets of ``topic`` for ``group`` (which has no members yet)."""
+def place_group_at_end(bootstrap: str, group: str, topic: str = SOURCE, timeout: float = 60) -> None:
+    """Commit the end offsets of ``topic`` for ``group`` (which has no members yet).
+
+    On a new broker the first group call finds no coordinator while __consumer_offsets
+    is still being created; that error is retriable, so it is retried until ``timeout``.
+    """
     admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    deadline = time.monotonic() + timeout
     try:
         partitions = [TopicPartition(topic, p) for p in range(get_topic(topic).partitions)]
-        admin.reset_group_offsets(group, {tp: OffsetSpec.LATEST for tp in partitions})
+        while True:
+            try:
+                admin.reset_group_offsets(group, {tp: OffsetSpec.LATEST for tp in partitions})
+                return
+            except (CoordinatorNotAvailableError, NotCoordinatorError):
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.5)
     finally:
         admin.close()
 
