@@ -99,6 +99,10 @@ MAX_REQUEST_BYTES = 2 * 1024 * 1024 + 256 * 1024
 # the throughput (bench/ticketer_throughput.py).
 GIL_SWITCH_INTERVAL_SECONDS = 0.0005
 
+STALE_DROPPED = Counter(
+    "mailintake_ticketer_stale_events_dropped_total",
+    "Events taken before a rebalance and left for the new assignment to fetch again",
+)
 OUTCOMES = Counter("mailintake_ticketer_outcomes_total", "Mails handled by outcome", ["outcome", "replay"])
 BUNDLE_JOIN = Counter(
     "mailintake_ticketer_bundle_join_total",
@@ -203,6 +207,18 @@ class TicketerWorker:
 
     async def _handle_batch(self, events: list[Any]) -> None:
         started = time.monotonic()
+        # Events fetched before the latest rebalance are stale: faust drops such events
+        # and, after the assignment, fetches again from the committed offset. A batch taken
+        # before the rebalance must do the same: committing it now could move the offset
+        # past an event faust dropped, and that mail would never be handled.
+        generation = self.app.consumer_generation_id
+        current = [event for event in events if event.message.generation_id == generation]
+        if len(current) < len(events):
+            STALE_DROPPED.inc(len(events) - len(current))
+            log.info("ticketer.stale_events_dropped", count=len(events) - len(current), generation=generation)
+        events = current
+        if not events:
+            return
         outputs: list[Output] = []
         items: list[BatchItem] = []
         sources: list[Any] = []
