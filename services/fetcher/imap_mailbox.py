@@ -22,12 +22,10 @@ from services.fetcher.account import Account, Security
 from services.fetcher.core import imap_quoted, imap_source_id, imap_uid, plan_fetch
 from services.fetcher.cursor_store import CursorStore
 from services.fetcher.mail_connection import (
-    describe_tcp,
+    MailSession,
     describe_tls,
     network_step,
-    open_tcp,
     tls_context,
-    wrap_tls,
 )
 from services.fetcher.mail_source import MailServerError
 
@@ -84,28 +82,15 @@ class _IMAPClientOnSocket(IMAPClient):
         return _IMAP4OnSocket(self._given_socket, self.host, self.port)
 
 
-class ImapSession:
-    """One IMAP connection of one account.
-
-    ``source_address`` binds the local end (hosts with several addresses; the tests
-    use it to look like a remote client to Dovecot).
-    """
+class ImapSession(MailSession):
+    """One IMAP connection of one account."""
 
     def __init__(self, account: Account, timeout: float, *, source_address: str | None = None) -> None:
-        self.account = account
-        self._timeout = timeout
-        self._source_address = source_address
-        self._sock: socket.socket | None = None
+        super().__init__(account, timeout, source_address=source_address)
         self._client: IMAPClient | None = None
-        self._encrypted = False
-        self.capability_line = ""
         self._capabilities: frozenset[str] = frozenset()
 
     # --- opening, one step each -------------------------------------------------
-
-    def connect(self) -> str:
-        self._sock = open_tcp(self.account.host, self.account.port, self._timeout, self._source_address)
-        return describe_tcp(self._sock)
 
     def start_tls(self) -> str:
         """Implicit TLS or STARTTLS; the certificate is always verified."""
@@ -114,9 +99,7 @@ class ImapSession:
             return "not used (security: none)"
         context = tls_context(self.account)
         if security is Security.TLS:
-            self._sock = wrap_tls(self._require_socket(), context, self.account.host, self._timeout)
-            self._encrypted = True
-            return describe_tls(self._sock, self.account)
+            return self._implicit_tls(context)
         client = self._greet("tls")
         if b"STARTTLS" not in client.capabilities():
             caps = " ".join(c.decode("ascii", "replace") for c in client.capabilities())
@@ -298,11 +281,6 @@ class ImapSession:
             sock.close()
 
     # --- internals ----------------------------------------------------------------
-
-    def _require_socket(self) -> socket.socket:
-        if self._sock is None:
-            raise RuntimeError("connect() first")
-        return self._sock
 
     def _greet(self, step: str) -> IMAPClient:
         """The protocol client, reading the server's greeting on first use."""

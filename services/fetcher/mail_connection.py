@@ -74,3 +74,34 @@ def describe_tls(sock: ssl.SSLSocket, account: Account) -> str:
         f"{sock.version()} {cipher[0] if cipher else ''}, certificate of "
         f"{subject.get('commonName', '?')} verified against {trusted}"
     )
+
+
+class MailSession:
+    """What an IMAP and a POP3 session share: the account, the socket and the steps that
+    do not depend on the protocol (TCP connect, implicit TLS).
+
+    ``source_address`` binds the local end (hosts with several addresses; the tests
+    use it to look like a remote client to Dovecot).
+    """
+
+    def __init__(self, account: Account, timeout: float, *, source_address: str | None = None) -> None:
+        self.account = account
+        self._timeout = timeout
+        self._source_address = source_address
+        self._sock: socket.socket | None = None
+        self._encrypted = False
+        self.capability_line = ""
+
+    def connect(self) -> str:
+        self._sock = open_tcp(self.account.host, self.account.port, self._timeout, self._source_address)
+        return describe_tcp(self._sock)
+
+    def _implicit_tls(self, context: ssl.SSLContext) -> str:
+        self._sock = wrap_tls(self._require_socket(), context, self.account.host, self._timeout)
+        self._encrypted = True
+        return describe_tls(self._sock, self.account)
+
+    def _require_socket(self) -> socket.socket:
+        if self._sock is None:
+            raise RuntimeError("connect() first")
+        return self._sock

@@ -21,7 +21,7 @@ import structlog
 
 from services.fetcher.account import Account, Security
 from services.fetcher.core import parse_uidl_listing, plan_pop3, pop3_source_id, sasl_plain
-from services.fetcher.mail_connection import describe_tcp, describe_tls, network_step, open_tcp, tls_context, wrap_tls
+from services.fetcher.mail_connection import MailSession, describe_tls, network_step, tls_context
 from services.fetcher.mail_source import MailServerError
 from services.fetcher.uidl_store import UidlStore
 
@@ -70,28 +70,15 @@ class _POP3OnSocket(poplib.POP3):
         return response, lines
 
 
-class Pop3Session:
-    """One POP3 connection of one account.
-
-    ``source_address`` binds the local end (hosts with several addresses; the tests
-    use it to look like a remote client to Dovecot).
-    """
+class Pop3Session(MailSession):
+    """One POP3 connection of one account."""
 
     def __init__(self, account: Account, timeout: float, *, source_address: str | None = None) -> None:
-        self.account = account
-        self._timeout = timeout
-        self._source_address = source_address
-        self._sock: socket.socket | None = None
+        super().__init__(account, timeout, source_address=source_address)
         self._pop: _POP3OnSocket | None = None
-        self._encrypted = False
-        self.capability_line = ""
         self._capability_lines: list[str] = []
 
     # --- opening, one step each -------------------------------------------------
-
-    def connect(self) -> str:
-        self._sock = open_tcp(self.account.host, self.account.port, self._timeout, self._source_address)
-        return describe_tcp(self._sock)
 
     def start_tls(self) -> str:
         """Implicit TLS or STLS (RFC 2595); the certificate is always verified."""
@@ -100,9 +87,7 @@ class Pop3Session:
             return "not used (security: none)"
         context = tls_context(self.account)
         if security is Security.TLS:
-            self._sock = wrap_tls(self._require_socket(), context, self.account.host, self._timeout)
-            self._encrypted = True
-            return describe_tls(self._sock, self.account)
+            return self._implicit_tls(context)
         pop = self._greet("tls")
         with network_step("tls", self._timeout):
             try:
@@ -244,11 +229,6 @@ class Pop3Session:
             sock.close()
 
     # --- internals ----------------------------------------------------------------
-
-    def _require_socket(self) -> socket.socket:
-        if self._sock is None:
-            raise RuntimeError("connect() first")
-        return self._sock
 
     def _greet(self, step: str) -> _POP3OnSocket:
         """The protocol client, reading the server's greeting on first use."""
