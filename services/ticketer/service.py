@@ -36,9 +36,12 @@ processed. A crash anywhere before the commit replays the batch: the ledger turn
 replayed mail into a no-op that re-emits the events stored with it (same ids, same
 timestamps), so ``ticket.events`` is at-least-once with stable ids and PostgreSQL is
 exactly once. Events faust skips in a rebalance are simply not committed; the consumer
-is positioned at the committed offset after the rebalance and reads them again. A batch
-taken before a rebalance may still be handled after it: that replays, never skips, since
-a commit only ever names offsets of records handled, in partition order.
+is positioned at the committed offset after the rebalance and reads them again. Events
+taken before the latest rebalance are dropped for the same reason. And a commit only ever
+names the end of an unbroken run of handled offsets that starts at the committed offset
+(``partition_progress.py``): faust's drain loop also drops records below its last read
+offset, which can be left ahead of the position, so records that arrive past a hole are
+held back and the consumer seeks back to the hole.
 Any exception other than an undecodable record stops the worker (non-zero exit), so the
 orchestrator restarts it rather than let it go on past a record that failed.
 
@@ -61,6 +64,7 @@ from typing import Any
 
 import faust
 import structlog
+from aiokafka import TopicPartition
 from prometheus_client import Counter
 
 from mailintake.contracts import InvalidMessage, get_topic, record_key
@@ -77,6 +81,7 @@ from mailintake.runtime.stream_processor import (
     dead_letter,
 )
 from services.ticketer.bundle_join import TABLE_NAME, BundleJoin, BundleTable, PollCycleWindow, bundle_partition
+from services.ticketer.partition_progress import plan_partition
 from services.ticketer.settings import TicketerSettings
 from services.ticketer.store import BatchItem, HandledMail, TicketStore
 
@@ -99,6 +104,13 @@ MAX_REQUEST_BYTES = 2 * 1024 * 1024 + 256 * 1024
 # the throughput (bench/ticketer_throughput.py).
 GIL_SWITCH_INTERVAL_SECONDS = 0.0005
 
+# A hole still there this long after a seek back to it is sought again.
+REFETCH_AGAIN_AFTER_SECONDS = 5.0
+
+HELD_BACK = Counter(
+    "mailintake_ticketer_held_back_total",
+    "Records that arrived past a hole in their partition's offsets (records faust withheld) and were fetched again",
+)
 STALE_DROPPED = Counter(
     "mailintake_ticketer_stale_events_dropped_total",
     "Events taken before a rebalance and left for the new assignment to fetch again",
@@ -163,6 +175,11 @@ class TicketerWorker:
         self._join = BundleJoin(table, BUNDLE_TABLE_RETENTION_SECONDS)
         self.app.agent(self._source, name="ticketer.handle_classified_mails")(self._handle_stream)
         self.app.on_partitions_revoked.connect(self._on_partitions_revoked)
+        self.app.on_partitions_assigned.connect(self._on_partitions_assigned)
+        # Per partition: the offset the group resumes from, as this worker last committed
+        # it or the broker said; and the last refetch (offset, when) for a hole.
+        self._committed: dict[Any, int] = {}
+        self._refetches: dict[Any, tuple[int, float]] = {}
         self._db = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ticketer-db")
         self._dlq_limit = DlqLimit(max_ratio=settings.max_dlq_ratio)
         self._batch_lock = asyncio.Lock()
@@ -216,7 +233,7 @@ class TicketerWorker:
         if len(current) < len(events):
             STALE_DROPPED.inc(len(events) - len(current))
             log.info("ticketer.stale_events_dropped", count=len(events) - len(current), generation=generation)
-        events = current
+        events, offsets = await self._unbroken_runs(current)
         if not events:
             return
         outputs: list[Output] = []
@@ -260,14 +277,63 @@ class TicketerWorker:
         for output in outputs:
             RECORDS_OUT.labels(SERVICE, output.topic).inc()
 
-        offsets: dict[Any, int] = {}
-        for event in events:
-            tp = event.message.tp
-            offsets[tp] = max(offsets.get(tp, 0), event.message.offset + 1)
         # faust's transport-level commit; it skips partitions no longer assigned (their
         # new owner replays them) and crashes the app on any other failure.
-        await self.app.consumer._commit(offsets)
+        if not offsets:  # only replays below the committed offsets
+            pass
+        elif await self.app.consumer._commit(offsets):
+            self._committed.update(offsets)
+        else:  # a rebalance came first: ask the broker again next time
+            for tp in offsets:
+                self._committed.pop(tp, None)
         BATCH_SECONDS.labels(SERVICE).observe(time.monotonic() - started)
+
+    async def _unbroken_runs(self, events: list[Any]) -> tuple[list[Any], dict[Any, int]]:
+        """The events to handle and the offsets to commit after them.
+
+        The events are those that continue each partition from its committed offset
+        without a hole (and any replays below it), in offset order, each once; for a
+        partition with a hole (records faust withheld) it seeks back to the hole so they
+        are fetched again (``partition_progress.py``)."""
+        by_partition: dict[Any, dict[int, Any]] = {}
+        for event in events:
+            by_partition.setdefault(event.message.tp, {}).setdefault(event.message.offset, event)
+        kept: list[Any] = []
+        commits: dict[Any, int] = {}
+        for tp, by_offset in by_partition.items():
+            if tp not in self._committed:
+                self._committed[tp] = await self._broker_committed_offset(tp)
+            plan = plan_partition(by_offset, self._committed[tp])
+            kept.extend(by_offset[offset] for offset in plan.handle)
+            if plan.commit is not None:
+                commits[tp] = plan.commit
+            if plan.refetch_from is not None:
+                HELD_BACK.inc(plan.held_back)
+                await self._refetch(tp, plan.refetch_from, plan.held_back)
+        return kept, commits
+
+    async def _broker_committed_offset(self, tp: Any) -> int:
+        """Where the group resumes ``tp``: its committed offset or, for a group that never
+        committed it, the log start (the consumer's reset policy is "earliest")."""
+        thread = self.app.consumer._thread
+        consumer = thread._ensure_consumer()
+        partition = TopicPartition(tp.topic, tp.partition)
+        committed = await thread.call_thread(consumer.committed, partition)
+        if committed is None:
+            committed = (await thread.call_thread(consumer.beginning_offsets, [partition]))[partition]
+        return committed
+
+    async def _refetch(self, tp: Any, offset: int, held_back: int) -> None:
+        # Records past the hole that were fetched before the seek still arrive for a
+        # while; seeking again for each of them would only refetch the same range. A hole
+        # that outlives the refetch (faust dropped the records again) is sought again.
+        last = self._refetches.get(tp)
+        now = time.monotonic()
+        if last is not None and last[0] == offset and now - last[1] < REFETCH_AGAIN_AFTER_SECONDS:
+            return
+        self._refetches[tp] = (offset, now)
+        log.warning("ticketer.offset_hole", topic=tp.topic, partition=tp.partition, refetch_from=offset, held_back=held_back)
+        await self.app.consumer.seek(tp, offset)
 
     def _joinable(self, mail: MailClassified, partition: int) -> bool:
         """Whether the window table may hold ``mail``'s bundle: a bundling new-ticket
@@ -318,7 +384,17 @@ class TicketerWorker:
         except asyncio.TimeoutError:
             log.warning("ticketer.revoke_without_waiting", reason="batch still in flight")
             return
+        finally:
+            self._forget_partitions()
         self._batch_lock.release()
+
+    async def _on_partitions_assigned(self, _sender: Any, _assigned: Any, **_kwargs: Any) -> None:
+        self._forget_partitions()
+
+    def _forget_partitions(self) -> None:
+        # Another owner may have committed meanwhile; the broker is asked again.
+        self._committed.clear()
+        self._refetches.clear()
 
     # --- running -------------------------------------------------------------
 

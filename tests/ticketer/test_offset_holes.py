@@ -1,0 +1,137 @@
+"""Records faust withholds from the agent are fetched again, never committed past.
+
+faust's drain loop drops a record whose offset is below the last one it read; when that
+read offset is left ahead of the consumer's position (it happens around a rebalance), the
+records between never reach the agent. This test puts faust in that state on purpose, on
+a ticketer running in this process against the real broker and database, and checks that
+every mail is still handled and the committed offset covers only handled records.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import pytest
+from faust.types import TP
+from kafka import KafkaProducer
+from kafka.admin import KafkaAdminClient, NewTopic
+from prometheus_client import REGISTRY
+
+from mailintake.contracts import get_topic, record_key
+from mailintake.contracts.records import encode_record
+from mailintake.runtime.http_endpoint import Health
+from services.ticketer.service import TicketerWorker
+from services.ticketer.settings import TicketerSettings
+from tests.ticketer.mails import classified
+from tests.ticketer.running_ticketer import committed_offsets, delete_group_and_topics, handled_count
+
+pytestmark = pytest.mark.stack
+
+WITHHELD = 5
+
+
+class TicketerInThisProcess:
+    """A ticketer worker on an event loop in a thread, so the test can reach into faust."""
+
+    def __init__(self, settings: TicketerSettings, topic: str) -> None:
+        self.stop = threading.Event()
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.worker: TicketerWorker | None = None
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, args=(settings, topic), daemon=True)
+        self.thread.start()
+
+    def _run(self, settings: TicketerSettings, topic: str) -> None:
+        async def main() -> None:
+            self.loop = asyncio.get_running_loop()
+            self.worker = TicketerWorker(settings, Health(), source_topic=topic)
+            await self.worker.run_until(self.stop)
+
+        try:
+            asyncio.run(main())
+        except BaseException as exc:  # noqa: BLE001 - reported by the test
+            self.error = exc
+
+    def call(self, function):
+        """Run ``function(worker)`` on the worker's loop and return its result."""
+
+        async def on_loop():
+            return function(self.worker)
+
+        assert self.loop is not None
+        return asyncio.run_coroutine_threadsafe(on_loop(), self.loop).result(10)
+
+    def wait_consuming(self, tp: TP, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.error is None, repr(self.error)
+            if self.worker is not None and self.loop is not None:
+                consumer = self.worker.app.consumer
+                if self.call(lambda w: tp in consumer.assignment() and consumer.flow_active and not w.app.rebalancing):
+                    return
+            time.sleep(0.2)
+        raise AssertionError("the ticketer never got its partitions")
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(60)
+
+
+def held_back() -> float:
+    return REGISTRY.get_sample_value("mailintake_ticketer_held_back_total") or 0.0
+
+
+def test_records_faust_withholds_are_fetched_again_and_handled(stack, unique):
+    topic = f"test.holes.{unique}"
+    group = f"holes-ticketer-{unique}"
+    account = f"holes-{unique}"
+    admin = KafkaAdminClient(bootstrap_servers=stack.kafka_bootstrap)
+    admin.create_topics([NewTopic(topic, get_topic("mail.classified").partitions, 1)])
+    admin.close()
+    producer = KafkaProducer(bootstrap_servers=stack.kafka_bootstrap, acks="all")
+    tp = TP(topic, 0)
+
+    def produce(first: int, count: int) -> None:
+        for i in range(first, first + count):
+            mail = classified(account, f"m{i}")
+            producer.send(topic, key=record_key(mail), value=encode_record("mail.classified", mail), partition=0)
+        producer.flush()
+
+    def withhold_next(count: int, from_offset: int) -> None:
+        # What faust's drain loop does with a read offset left ahead of the position.
+        ticketer.call(lambda w: w.app.consumer._read_offset.__setitem__(tp, from_offset + count))
+
+    settings = TicketerSettings(group_id=group, session_timeout_seconds=6)
+    ticketer = TicketerInThisProcess(settings, topic)
+    before = held_back()
+    try:
+        ticketer.wait_consuming(tp)
+        # A group that never committed: the first records of the log are withheld.
+        withhold_next(WITHHELD, from_offset=0)
+        produce(0, 20)
+        deadline = time.monotonic() + 60
+        while handled_count(stack.database_url, account) < 20 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert handled_count(stack.database_url, account) == 20, "withheld records were committed past"
+        after_first = held_back()
+        assert after_first > before, "the hole was not noticed"
+        # A group with a commit: the records right after it are withheld.
+        withhold_next(WITHHELD, from_offset=20)
+        produce(20, 20)
+        while handled_count(stack.database_url, account) < 40 and time.monotonic() < deadline + 60:
+            time.sleep(0.2)
+        assert handled_count(stack.database_url, account) == 40, "withheld records were committed past"
+        assert held_back() > after_first, "the hole was not noticed"
+        while committed_offsets(stack.kafka_bootstrap, group, topic).get(0) != 40 and time.monotonic() < deadline + 90:
+            time.sleep(0.2)
+        assert committed_offsets(stack.kafka_bootstrap, group, topic).get(0) == 40
+    finally:
+        ticketer.close()
+        producer.close()
+        delete_group_and_topics(stack.kafka_bootstrap, group)
+        admin = KafkaAdminClient(bootstrap_servers=stack.kafka_bootstrap)
+        admin.delete_topics([topic])
+        admin.close()
+    assert ticketer.error is None, repr(ticketer.error)
