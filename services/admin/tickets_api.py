@@ -46,7 +46,7 @@ class TicketSummary(_FromRow):
 
 class TicketStepOut(_FromRow):
     position: int = Field(description="1 for the opening mail, then in order.")
-    direction: str = Field(description="inbound or outbound.")
+    direction: str = Field(description="inbound (a mail received), outbound (a mail sent, such as the auto-answer) or note (a bounce of a mail sent).")
     sender: str | None
     subject: str
     body_text: str

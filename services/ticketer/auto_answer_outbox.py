@@ -3,7 +3,8 @@
 Transactional outbox: :func:`queue_auto_answer` runs on the connection of the
 transaction that creates the ticket, so the ticket and its auto-answer commit together
 or not at all, and the sender loop (``services/sender``) delivers the row later. The
-store calls it once per new ticket::
+answer is also an outbound step of the ticket, with its Message-ID, so the history shows
+it and a bounce of it finds the ticket. The store calls it once per new ticket::
 
     queue_auto_answer(connection, decision, number, self._settings)
 """
@@ -26,7 +27,7 @@ from services.ticketer.auto_answers import (
     why_not_answer,
 )
 from services.ticketer.settings import TicketerSettings
-from services.ticketer.tables import AutoAnswerTemplate, OutboundMail, Ticket
+from services.ticketer.tables import AutoAnswerTemplate, OutboundMail, Ticket, TicketStep
 
 # First key of the two-key advisory locks that serialise the rate cap per recipient.
 # Two-key locks live apart from the one-key lock the migrations take.
@@ -86,6 +87,23 @@ def queue_auto_answer(
     ).first()
     if queued is None:
         return NoAutoAnswer(f"already queued for this mail (dedupe key {plan.dedupe_key})")
+    # The answer is part of the ticket's history from the moment it is queued; its
+    # Message-ID there lets a reply or a bounce find the ticket.
+    position = connection.scalar(
+        select(func.coalesce(func.max(TicketStep.position), 0) + 1).where(TicketStep.ticket_number == ticket_number)
+    )
+    connection.execute(
+        insert(TicketStep).values(
+            ticket_number=ticket_number,
+            position=position,
+            direction="outbound",
+            account_id=decision.account_id,
+            message_id=plan.message_id,
+            sender=plan.sender_address,
+            subject=plan.subject,
+            body_text=plan.body_text,
+        )
+    )
     return plan
 
 

@@ -97,6 +97,8 @@ class BatchFacts:
     users_by_login: Mapping[str, KnownUser] = field(default_factory=dict)
     """The accounts' fallback users, by login."""
     locations_by_domain: Mapping[str, int] = field(default_factory=dict)
+    tickets_by_message_id: Mapping[str, int] = field(default_factory=dict)
+    """Tickets of the mails the batch's bounces name as their original (mails we sent)."""
 
 
 # --- plans -------------------------------------------------------------------
@@ -164,11 +166,33 @@ class AddStep:
 
 
 @dataclass(frozen=True)
+class AttachNote:
+    """A bounce of a mail we sent becomes a note on that mail's ticket; the ticket keeps its status."""
+
+    ticket: int
+    ticket_subject: str
+    reason: str
+
+
+@dataclass(frozen=True)
 class Reject:
     reason: str
 
 
-Plan = OpenTicket | AddStep | Reject
+Plan = OpenTicket | AddStep | AttachNote | Reject
+
+
+def bounce_summary(mail: MailClassified) -> str:
+    """How a bounce is described in the ledger and its events: status and original."""
+    status = f" ({mail.bounce_status})" if mail.bounce_status else ""
+    return f"bounce{status} of {mail.bounce_original_message_id or 'a mail it does not name'}"
+
+
+def unattached_bounce_flag(mail: MailClassified) -> str | None:
+    """The flag a bounce carries when it could not be attached to a ticket; None for other mails."""
+    if not mail.bounce:
+        return None
+    return f"{bounce_summary(mail)}: no ticket of ours sent that mail, so it is handled as decided"
 
 
 def new_ticket(decision: MailClassified) -> NewTicket:
@@ -265,6 +289,13 @@ def plan_batch(
 
 def _plan_one(mail: MailClassified, state: _BatchState, unknown_reference: UnknownReferencePolicy) -> Plan:
     options = mail.ticket_options
+    if mail.bounce and mail.bounce_original_message_id:
+        # Before the decision: a bounce is rejected or opens a ticket by the loop/bulk
+        # setting, and one quoting our reference would reopen it; as a note it does neither.
+        number = state.facts.tickets_by_message_id.get(mail.bounce_original_message_id)
+        ticket = state.facts.tickets.get(number) if number is not None else None
+        if ticket is not None:
+            return AttachNote(ticket.number, ticket.subject, f"{bounce_summary(mail)} attached as a note")
     if mail.decision is Decision.REJECT:
         return Reject(mail.reason or f"rejected by the classifier ({', '.join(mail.rules_fired)})")
     if mail.decision is Decision.FOLLOW_UP:

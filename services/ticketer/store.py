@@ -43,8 +43,10 @@ from sqlalchemy.dialects.postgresql import ARRAY, insert
 from sqlalchemy.exc import DBAPIError
 
 from mailintake.contracts.records import Decision, MailClassified, TicketEvent, TicketEventKind
+from mailintake.outbound_mail import ticket_number_of_message_id
 from services.ticketer.core import (
     AppliedMail,
+    AttachNote,
     BatchFacts,
     KnownTicket,
     KnownUser,
@@ -62,9 +64,18 @@ from services.ticketer.core import (
     plan_batch,
     reference_number,
     split_address,
+    unattached_bounce_flag,
 )
 from services.ticketer.settings import TicketerSettings
-from services.ticketer.tables import TICKET_NUMBER_SEQUENCE, Location, ProcessedMail, Ticket, TicketStep, User
+from services.ticketer.tables import (
+    TICKET_NUMBER_SEQUENCE,
+    Location,
+    OutboundMail,
+    ProcessedMail,
+    Ticket,
+    TicketStep,
+    User,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -252,6 +263,8 @@ class _BatchTransaction:
             for m in mails
             if m.decision is Decision.FOLLOW_UP and (n := reference_number(m.ticket_reference or "")) is not None
         }
+        by_message_id = self._tickets_of_bounced_mails(mails)
+        referenced |= set(by_message_id.values())
         hints = {i.bundle_hint for i in items if _may_bundle(i.mail) and i.bundle_hint is not None}
         tickets = self._tickets(select_where=Ticket.number.in_(sorted(referenced | hints))) if referenced | hints else {}
         # A hint from the window table is used only if PostgreSQL agrees; otherwise, and
@@ -305,7 +318,29 @@ class _BatchTransaction:
                 (row.domain, row.id)
                 for row in self._c.execute(select(Location.id, Location.domain).where(Location.domain.in_(domains)))
             )
-        return BatchFacts(tickets, users_by_email, users_by_login, locations)
+        return BatchFacts(tickets, users_by_email, users_by_login, locations, by_message_id)
+
+    def _tickets_of_bounced_mails(self, mails: Sequence[MailClassified]) -> dict[str, int]:
+        """The ticket of each mail the batch's bounces name: found in the outbox by its
+        Message-ID, else read from the Message-ID itself when it has our format (an outbox
+        row may be gone). Whether that ticket exists is up to the ticket query."""
+        originals = sorted({m.bounce_original_message_id for m in mails if m.bounce and m.bounce_original_message_id})
+        if not originals:
+            return {}
+        found = {
+            row.message_id: row.ticket_number
+            for row in self._c.execute(
+                select(OutboundMail.message_id, OutboundMail.ticket_number).where(
+                    OutboundMail.message_id.in_(originals), OutboundMail.ticket_number.is_not(None)
+                )
+            )
+        }
+        for original in originals:
+            if original not in found:
+                number = ticket_number_of_message_id(original, self._settings.instance_id)
+                if number is not None:
+                    found[original] = number
+        return found
 
     def _tickets(self, *, select_where=None, join=None) -> dict[int, KnownTicket]:
         """Tickets by number, locked for this transaction (their steps are appended)."""
@@ -362,8 +397,16 @@ class _BatchTransaction:
         results = []
         for item, plan in zip(items, plans):
             mail = item.mail
+            flag = unattached_bounce_flag(mail)
             if isinstance(plan, Reject):
-                results.append(AppliedMail(TicketEventKind.MAIL_REJECTED, None, mail.subject, plan.reason))
+                reason = f"{plan.reason}; {flag}" if flag else plan.reason
+                results.append(AppliedMail(TicketEventKind.MAIL_REJECTED, None, mail.subject, reason))
+                continue
+            if isinstance(plan, AttachNote):
+                position = last_position.get(plan.ticket, 0) + 1
+                last_position[plan.ticket] = position
+                steps.append(_step_row(plan.ticket, position, mail, direction="note"))
+                results.append(AppliedMail(TicketEventKind.STEP_ADDED, plan.ticket, plan.ticket_subject, plan.reason))
                 continue
             number = numbers[plan.ticket] if isinstance(plan, OpenTicket) else _ticket_number(plan.ticket, numbers)
             position = last_position.get(number, 0) + 1
@@ -377,7 +420,7 @@ class _BatchTransaction:
                         TicketEventKind.TICKET_CREATED,
                         number,
                         plan.fields.subject,
-                        None,
+                        flag,
                         created_user_login=created_login,
                         created_location_domain=plan.creates_location.domain if location_created else None,
                     )
@@ -385,7 +428,7 @@ class _BatchTransaction:
             else:
                 if number in facts.tickets:
                     reopened.add(number)
-                results.append(AppliedMail(TicketEventKind.STEP_ADDED, number, plan.ticket_subject, None))
+                results.append(AppliedMail(TicketEventKind.STEP_ADDED, number, plan.ticket_subject, flag))
         if steps:
             self._c.execute(insert(TicketStep), steps)
         if reopened:
@@ -504,11 +547,11 @@ def _like_prefix(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
-def _step_row(number: int, position: int, mail: MailClassified) -> dict:
+def _step_row(number: int, position: int, mail: MailClassified, direction: str = "inbound") -> dict:
     return {
         "ticket_number": number,
         "position": position,
-        "direction": "inbound",
+        "direction": direction,
         "account_id": mail.account_id,
         "source_id": mail.source_id,
         "message_id": mail.message_id,

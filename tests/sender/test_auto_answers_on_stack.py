@@ -98,6 +98,51 @@ def test_an_auto_answer_arrives_with_its_headers_and_a_reply_to_it_threads_into_
     assert (by_subject.decision.value, by_subject.ticket_reference) == ("FOLLOW_UP", reference)
 
 
+def delivery_report(reporter: str, to: str, bounced: EmailMessage) -> bytes:
+    """A DSN as an MTA writes it (RFC 3464): the report, then the bounced mail's headers."""
+    boundary = uuid.uuid4().hex
+    bounced_headers = "".join(f"{name}: {value}\r\n" for name, value in bounced.items())
+    return (
+        f"From: Mail Delivery System <{reporter}>\r\nTo: {to}\r\nReturn-Path: <>\r\n"
+        "Subject: Undelivered Mail Returned to Sender\r\n"
+        f"Message-ID: <{boundary}@mta.mailintake.test>\r\nMIME-Version: 1.0\r\n"
+        f'Content-Type: multipart/report; report-type=delivery-status; boundary="{boundary}"\r\n\r\n'
+        f"--{boundary}\r\nContent-Type: text/plain\r\n\r\nYour message could not be delivered.\r\n"
+        f"--{boundary}\r\nContent-Type: message/delivery-status\r\n\r\n"
+        "Reporting-MTA: dns; mta.mailintake.test\r\n\r\n"
+        "Final-Recipient: rfc822; gone@customer.test\r\nAction: failed\r\nStatus: 5.1.1\r\n"
+        f"--{boundary}\r\nContent-Type: text/rfc822-headers\r\n\r\n{bounced_headers}"
+        f"--{boundary}--\r\n"
+    ).encode()
+
+
+def test_a_bounce_of_the_auto_answer_becomes_a_note_on_its_ticket(stack, desk, customer):
+    from services.ticketer.store import BatchItem, TicketStore
+    from services.ticketer.tables import TicketStep
+
+    decision = desk.receive(customer_mail(customer.address, desk.address, "Bounce me"))
+    number, queued = desk.open_ticket(decision)
+    assert isinstance(queued, AutoAnswer)
+    desk.deliver()
+    [(_, answer)] = read_inbox(stack, customer)
+    bounced = desk.receive(delivery_report(f"mailer-daemon@{stack.user('helpdesk').address.split('@')[1]}", desk.address, answer))
+    assert bounced.bounce and bounced.bounce_original_message_id == queued.message_id
+    [handled] = TicketStore(desk.engine, desk.ticketer).apply_batch([BatchItem(bounced)])
+    assert [(e.kind.value, e.ticket_number) for e in handled.events] == [("STEP_ADDED", number)]
+    with desk.engine.connect() as connection:
+        steps = connection.execute(
+            select(TicketStep.position, TicketStep.direction, TicketStep.message_id)
+            .where(TicketStep.ticket_number == number)
+            .order_by(TicketStep.position)
+        ).all()
+    # desk.open_ticket writes no inbound step (the store does); the answer and the note are there.
+    assert [(s.direction, s.message_id) for s in steps] == [
+        ("outbound", queued.message_id),
+        ("note", bounced.message_id),
+    ]
+    assert len(read_inbox(stack, customer, unseen_only=True)) == 0, "a bounce is never answered"
+
+
 def test_the_answer_commits_with_its_ticket_or_not_at_all(stack, desk, customer):
     decision = desk.receive(customer_mail(customer.address, desk.address, "Rolled back"))
     with pytest.raises(RuntimeError), desk.engine.begin() as connection:

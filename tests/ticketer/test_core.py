@@ -7,6 +7,7 @@ from mailintake.contracts.records import Decision, TicketEventKind
 from services.ticketer.core import (
     AddStep,
     AppliedMail,
+    AttachNote,
     BatchFacts,
     KnownTicket,
     KnownUser,
@@ -22,6 +23,7 @@ from services.ticketer.core import (
     plan_batch,
     reference_number,
     split_address,
+    unattached_bounce_flag,
 )
 from services.ticketer.settings import UnknownReferencePolicy
 from tests.ticketer.mails import classified
@@ -220,3 +222,38 @@ def test_events_name_created_location_and_user_before_the_ticket_with_stable_ids
     ]
     assert {e.ticket_number for e in events} == {10057}
     assert events_for(mail, applied, at) == events
+
+
+def bounce(mail, original: str | None, status: str | None = "5.1.1"):
+    return mail.model_copy(update={"bounce": True, "bounce_original_message_id": original, "bounce_status": status})
+
+
+OUR_ANSWER = "<mi-42.6f1c0e7a9b2d4c35a1e8f0d2c4b6a890@desk.example>"
+TICKET_42 = {42: KnownTicket(42, "Printer jammed", "closed", None, None)}
+
+
+def test_a_bounce_of_a_mail_we_sent_is_a_note_on_its_ticket_whatever_the_decision():
+    facts = BatchFacts(tickets=TICKET_42, tickets_by_message_id={OUR_ANSWER: 42})
+    for decision in (Decision.REJECT, Decision.NEW_TICKET):
+        mail = bounce(classified("a", "1", sender="mailer-daemon@kunde.test", decision=decision), OUR_ANSWER)
+        [planned] = plan([mail], facts)
+        assert isinstance(planned, AttachNote) and planned.ticket == 42
+        assert planned.reason == f"bounce (5.1.1) of {OUR_ANSWER} attached as a note"
+        assert unattached_bounce_flag(mail) is not None  # only used when no note is planned
+
+
+def test_a_bounce_whose_original_has_no_ticket_is_handled_as_decided_and_flagged():
+    mail = bounce(classified("a", "1", decision=Decision.REJECT, reason="loop"), "<someone@else.example>")
+    [planned] = plan([mail], BatchFacts(tickets=TICKET_42, tickets_by_message_id={OUR_ANSWER: 42}))
+    assert planned == Reject("loop")
+    assert unattached_bounce_flag(mail) == (
+        "bounce (5.1.1) of <someone@else.example>: no ticket of ours sent that mail, so it is handled as decided"
+    )
+    assert "a mail it does not name" in unattached_bounce_flag(bounce(classified("a", "2"), None, None))
+    assert unattached_bounce_flag(classified("a", "3")) is None
+
+
+def test_a_bounce_naming_a_ticket_that_is_gone_is_not_a_note():
+    mail = bounce(classified("a", "1", create_user_from_local_part=True), OUR_ANSWER)
+    [planned] = plan([mail], BatchFacts(tickets_by_message_id={OUR_ANSWER: 42}))
+    assert isinstance(planned, OpenTicket)

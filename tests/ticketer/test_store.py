@@ -282,3 +282,28 @@ def test_two_replicas_handling_the_same_bundle_open_one_ticket(engine, unique):
     tickets = tickets_of(engine, account)
     assert len(tickets) == 5
     assert all([s.position for s in steps_of(engine, t.number)] == [1, 2, 3] for t in tickets)
+
+
+def bounce_of(mail, original):
+    return mail.model_copy(update={"bounce": True, "bounce_original_message_id": original, "bounce_status": "5.1.1"})
+
+
+def test_a_bounce_of_our_mail_is_a_note_on_its_ticket_and_reopens_nothing(engine, store, unique):
+    account = f"acc-{unique}"
+    [opened] = store.apply_batch([BatchItem(classified(account, "1", sender=f"b-{unique}@kunde.test", create_user_from_local_part=True))])
+    number = opened.opened_ticket
+    with engine.begin() as c:
+        c.execute(update(Ticket).where(Ticket.number == number).values(status="closed"))
+    # A mail of ours whose Message-ID has our format: found without an outbox row.
+    ours = f"<mi-{number}.6f1c0e7a9b2d4c35a1e8f0d2c4b6a890@desk.test>"
+    rejected = bounce_of(classified(account, "2", sender=f"mailer-daemon@{unique}.test", decision=Decision.REJECT), ours)
+    stranger = bounce_of(classified(account, "3", sender=f"mailer-daemon@{unique}.test", decision=Decision.REJECT), "<x@else.test>")
+    handled = store.apply_batch([BatchItem(rejected), BatchItem(stranger)])
+    assert [(e.kind, e.ticket_number) for e in handled[0].events] == [(TicketEventKind.STEP_ADDED, number)]
+    steps = steps_of(engine, number)
+    assert [(s.position, s.direction, s.source_id) for s in steps] == [(1, "inbound", "1"), (2, "note", "2")]
+    assert tickets_of(engine, account)[0].status == "closed"
+    ledger = ledger_of(engine, account)
+    assert ledger["2"].outcome == "STEP_ADDED" and ledger["2"].reason == f"bounce (5.1.1) of {ours} attached as a note"
+    assert ledger["3"].outcome == "MAIL_REJECTED"
+    assert ledger["3"].reason.endswith("bounce (5.1.1) of <x@else.test>: no ticket of ours sent that mail, so it is handled as decided")
