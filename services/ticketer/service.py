@@ -1,8 +1,9 @@
 """The ticketer's Kafka edge: a faust-streaming app, mail.classified -> PostgreSQL -> ticket.events.
 
 One agent takes ``mail.classified`` in batches (``noack_take``) and hands each to one
-batch task, which handles the batches in the order taken, one at a time (while one is in
-PostgreSQL the agent fills the next). Per batch:
+batch task, which handles the batches in the order taken (while one is in PostgreSQL the
+agent fills the next, and steps 4-5 of one batch run while the next does steps 1-3;
+steps 4-5 of the batches still run one at a time, in order). Per batch:
 
 1. decodes each record; one that cannot be decoded becomes a dead letter (``mail.dlq``,
    with source topic, partition, offset and reason), counted against the DLQ-rate cap;
@@ -60,6 +61,7 @@ import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 import faust
@@ -125,6 +127,15 @@ BUNDLE_JOIN = Counter(
 log = structlog.get_logger(__name__)
 
 
+@dataclass(frozen=True)
+class AppliedBatch:
+    """A batch PostgreSQL has committed: what remains is to produce and commit offsets."""
+
+    outputs: list[Output]
+    offsets: dict[Any, int]
+    started: float
+
+
 class TicketerWorker:
     """The faust app with its agent; :meth:`run_until` drives it on the running event loop."""
 
@@ -176,9 +187,9 @@ class TicketerWorker:
         self.app.agent(self._source, name="ticketer.handle_classified_mails")(self._handle_stream)
         self.app.on_partitions_revoked.connect(self._on_partitions_revoked)
         self.app.on_partitions_assigned.connect(self._on_partitions_assigned)
-        # Per partition: the offset the group resumes from, as this worker last committed
-        # it or the broker said; and the last refetch (offset, when) for a hole.
-        self._committed: dict[Any, int] = {}
+        # Per partition: where the next batch continues (the broker's committed offset,
+        # then the end of each batch handled); and the last refetch (offset, when) for a hole.
+        self._resume_at: dict[Any, int] = {}
         self._refetches: dict[Any, tuple[int, float]] = {}
         self._db = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ticketer-db")
         self._dlq_limit = DlqLimit(max_ratio=settings.max_dlq_ratio)
@@ -188,6 +199,8 @@ class TicketerWorker:
         self._batches_task: asyncio.Task | None = None
         self._closing = False
         self._batch_started: float | None = None
+        self._finishing: asyncio.Task | None = None
+        self._finish_started: float | None = None
         self._last_prune = time.monotonic()
         self.failure: BaseException | None = None
 
@@ -204,7 +217,14 @@ class TicketerWorker:
             await self._waiting.put(events)
 
     async def _handle_batches(self) -> None:
-        """Handles the batches in the order faust took them, one at a time."""
+        """Handles the batches in the order faust took them.
+
+        A batch is applied to PostgreSQL (:meth:`_apply`) and then finished
+        (:meth:`_finish`: its events produced and acknowledged, its offsets committed).
+        The finish of one batch runs while the next is decoded and applied; finishes run
+        one at a time, in order, so offsets are committed in the order the batches were
+        taken, and none after a finish that failed.
+        """
         while True:
             events = await self._waiting.get()
             async with self._batch_lock:
@@ -212,17 +232,30 @@ class TicketerWorker:
                     continue  # not processed, not committed: the next owner reads them
                 self._batch_started = time.monotonic()
                 try:
-                    await self._handle_batch(events)
+                    applied = await self._apply(events)
                     self._maybe_prune()
+                    if self._finishing is not None:
+                        await self._finishing
+                    if applied is not None and self.failure is None:
+                        self._finishing = asyncio.create_task(self._finish(applied), name="ticketer-finish")
                 except asyncio.CancelledError:
                     raise
                 except BaseException as exc:  # noqa: BLE001 - any failure stops the worker, see the docstring
-                    log.error("ticketer.batch_failed", error=repr(exc), exc_info=True)
-                    self.failure = exc
+                    self._fail(exc)
                 finally:
                     self._batch_started = None
 
-    async def _handle_batch(self, events: list[Any]) -> None:
+    def _fail(self, exc: BaseException) -> None:
+        log.error("ticketer.batch_failed", error=repr(exc), exc_info=exc)
+        if self.failure is None:
+            self.failure = exc
+
+    async def _until_finished(self) -> None:
+        """Wait for the batch being finished, if any (its offsets committed or failed)."""
+        if self._finishing is not None:
+            await asyncio.shield(self._finishing)
+
+    async def _apply(self, events: list[Any]) -> AppliedBatch | None:
         started = time.monotonic()
         # Events fetched before the latest rebalance are stale: faust drops such events
         # and, after the assignment, fetches again from the committed offset. A batch taken
@@ -235,7 +268,7 @@ class TicketerWorker:
             log.info("ticketer.stale_events_dropped", count=len(events) - len(current), generation=generation)
         events, offsets = await self._unbroken_runs(current)
         if not events:
-            return
+            return None
         outputs: list[Output] = []
         items: list[BatchItem] = []
         sources: list[Any] = []
@@ -271,22 +304,30 @@ class TicketerWorker:
             opened = result.opened_ticket
             if opened is not None and self._joinable(result.mail, message.partition):
                 self._join.remember(result.mail.bundle_key, result.mail.poll_cycle, opened)
+        return AppliedBatch(outputs, offsets, started)
 
-        sends = [await self.app.producer.send(o.topic, o.key, o.value, None, None, None) for o in outputs]
-        await asyncio.gather(*sends)  # raises if Kafka did not acknowledge: nothing gets committed
-        for output in outputs:
-            RECORDS_OUT.labels(SERVICE, output.topic).inc()
-
-        # faust's transport-level commit; it skips partitions no longer assigned (their
-        # new owner replays them) and crashes the app on any other failure.
-        if not offsets:  # only replays below the committed offsets
-            pass
-        elif await self.app.consumer._commit(offsets):
-            self._committed.update(offsets)
-        else:  # a rebalance came first: ask the broker again next time
-            for tp in offsets:
-                self._committed.pop(tp, None)
-        BATCH_SECONDS.labels(SERVICE).observe(time.monotonic() - started)
+    async def _finish(self, batch: AppliedBatch) -> None:
+        """Produce the batch's events and dead letters, await every acknowledgement, then
+        commit its offsets. A failure stops the worker, with nothing of the batch committed."""
+        self._finish_started = time.monotonic()
+        try:
+            sends = [await self.app.producer.send(o.topic, o.key, o.value, None, None, None) for o in batch.outputs]
+            await asyncio.gather(*sends)  # raises if Kafka did not acknowledge: nothing gets committed
+            for output in batch.outputs:
+                RECORDS_OUT.labels(SERVICE, output.topic).inc()
+            # faust's transport-level commit; it skips partitions no longer assigned (their
+            # new owner replays them) and crashes the app on any other failure.
+            if batch.offsets and not await self.app.consumer._commit(batch.offsets):
+                # A rebalance came first: ask the broker where to resume next time.
+                for tp in batch.offsets:
+                    self._resume_at.pop(tp, None)
+            BATCH_SECONDS.labels(SERVICE).observe(time.monotonic() - batch.started)
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:  # noqa: BLE001 - any failure stops the worker, see the docstring
+            self._fail(exc)
+        finally:
+            self._finish_started = None
 
     async def _unbroken_runs(self, events: list[Any]) -> tuple[list[Any], dict[Any, int]]:
         """The events to handle and the offsets to commit after them.
@@ -301,12 +342,14 @@ class TicketerWorker:
         kept: list[Any] = []
         commits: dict[Any, int] = {}
         for tp, by_offset in by_partition.items():
-            if tp not in self._committed:
-                self._committed[tp] = await self._broker_committed_offset(tp)
-            plan = plan_partition(by_offset, self._committed[tp])
+            if tp not in self._resume_at:
+                self._resume_at[tp] = await self._broker_committed_offset(tp)
+            plan = plan_partition(by_offset, self._resume_at[tp])
             kept.extend(by_offset[offset] for offset in plan.handle)
             if plan.commit is not None:
                 commits[tp] = plan.commit
+                # The next batch continues here, even before this one is committed.
+                self._resume_at[tp] = plan.commit
             if plan.refetch_from is not None:
                 HELD_BACK.inc(plan.held_back)
                 await self._refetch(tp, plan.refetch_from, plan.held_back)
@@ -377,23 +420,25 @@ class TicketerWorker:
                 log.info("bundle_table.pruned", entries=pruned)
 
     async def _on_partitions_revoked(self, _sender: Any, _revoked: Any, **_kwargs: Any) -> None:
-        # Let the batch in flight finish and commit before its partitions move, so the
-        # next owner does not replay it; bounded so a stuck batch cannot stall the group.
+        # Let the batches in flight finish and commit before their partitions move, so the
+        # next owner does not replay them; bounded so a stuck batch cannot stall the group.
+        async def batches_done() -> None:
+            async with self._batch_lock:
+                await self._until_finished()
+
         try:
-            await asyncio.wait_for(self._batch_lock.acquire(), timeout=self._settings.session_timeout_seconds / 2)
-        except asyncio.TimeoutError:
+            await asyncio.wait_for(batches_done(), timeout=self._settings.session_timeout_seconds / 2)
+        except TimeoutError:
             log.warning("ticketer.revoke_without_waiting", reason="batch still in flight")
-            return
         finally:
             self._forget_partitions()
-        self._batch_lock.release()
 
     async def _on_partitions_assigned(self, _sender: Any, _assigned: Any, **_kwargs: Any) -> None:
         self._forget_partitions()
 
     def _forget_partitions(self) -> None:
         # Another owner may have committed meanwhile; the broker is asked again.
-        self._committed.clear()
+        self._resume_at.clear()
         self._refetches.clear()
 
     # --- running -------------------------------------------------------------
@@ -412,7 +457,7 @@ class TicketerWorker:
                 if self._batches_task.done():  # it only ends by failing; make that the failure
                     self.failure = self._batches_task.exception() or RuntimeError("the batch task ended")
                     break
-                started = self._batch_started
+                started = min((t for t in (self._batch_started, self._finish_started) if t is not None), default=None)
                 # Live while the agent waits for records or a batch is young; a batch that
                 # hangs (a stuck database) stops the heartbeat and fails /livez.
                 if started is None or time.monotonic() - started < self._health.stall_after_seconds:
@@ -427,8 +472,9 @@ class TicketerWorker:
     async def _stop(self) -> None:
         self._health.set_ready(False, "stopping")
         if self.failure is None and self.app.crash_reason is None:
-            async with self._batch_lock:  # the batch in flight finishes and commits
+            async with self._batch_lock:  # the batches in flight finish and commit
                 self._closing = True
+                await self._until_finished()
         else:
             self._closing = True
         if self._batches_task is not None:

@@ -38,7 +38,7 @@ from datetime import UTC, datetime
 
 import structlog
 from psycopg import errors as pg_errors
-from sqlalchemy import BigInteger, Connection, Engine, Integer, Text, and_, bindparam, func, or_, select, update
+from sqlalchemy import BigInteger, Connection, Engine, Integer, Text, and_, any_, bindparam, func, or_, select, update
 from sqlalchemy.dialects.postgresql import ARRAY, insert
 from sqlalchemy.exc import DBAPIError
 
@@ -266,7 +266,7 @@ class _BatchTransaction:
         by_message_id = self._tickets_of_bounced_mails(mails)
         referenced |= set(by_message_id.values())
         hints = {i.bundle_hint for i in items if _may_bundle(i.mail) and i.bundle_hint is not None}
-        tickets = self._tickets(select_where=Ticket.number.in_(sorted(referenced | hints))) if referenced | hints else {}
+        tickets = self._tickets(select_where=_in_array(Ticket.number, sorted(referenced | hints), BigInteger)) if referenced | hints else {}
         # A hint from the window table is used only if PostgreSQL agrees; otherwise, and
         # on every miss, the ticket is looked up by bundle key and opening cycle.
         lookups = set()
@@ -302,21 +302,21 @@ class _BatchTransaction:
         if senders:
             for row in self._c.execute(
                 select(User.id, User.login, User.location_id, func.lower(User.email).label("email")).where(
-                    func.lower(User.email).in_(senders)
+                    _in_array(func.lower(User.email), senders, Text)
                 )
             ):
                 users_by_email[row.email] = KnownUser(row.id, row.login, row.location_id)
         users_by_login = {}
         if fallback_logins:
             for row in self._c.execute(
-                select(User.id, User.login, User.location_id).where(User.login.in_(fallback_logins))
+                select(User.id, User.login, User.location_id).where(_in_array(User.login, fallback_logins, Text))
             ):
                 users_by_login[row.login] = KnownUser(row.id, row.login, row.location_id)
         locations = {}
         if domains:
             locations = dict(
                 (row.domain, row.id)
-                for row in self._c.execute(select(Location.id, Location.domain).where(Location.domain.in_(domains)))
+                for row in self._c.execute(select(Location.id, Location.domain).where(_in_array(Location.domain, domains, Text)))
             )
         return BatchFacts(tickets, users_by_email, users_by_login, locations, by_message_id)
 
@@ -331,7 +331,7 @@ class _BatchTransaction:
             row.message_id: row.ticket_number
             for row in self._c.execute(
                 select(OutboundMail.message_id, OutboundMail.ticket_number).where(
-                    OutboundMail.message_id.in_(originals), OutboundMail.ticket_number.is_not(None)
+                    _in_array(OutboundMail.message_id, originals, Text), OutboundMail.ticket_number.is_not(None)
                 )
             )
         }
@@ -433,7 +433,7 @@ class _BatchTransaction:
             self._c.execute(insert(TicketStep), steps)
         if reopened:
             self._c.execute(
-                update(Ticket).where(Ticket.number.in_(sorted(reopened))).values(status="open", updated_at=func.now())
+                update(Ticket).where(_in_array(Ticket.number, sorted(reopened), BigInteger)).values(status="open", updated_at=func.now())
             )
         self._queue_auto_answers(items, plans, numbers)
         return results
@@ -495,7 +495,7 @@ class _BatchTransaction:
             return {}
         rows = self._c.execute(
             select(TicketStep.ticket_number, func.max(TicketStep.position))
-            .where(TicketStep.ticket_number.in_(numbers))
+            .where(_in_array(TicketStep.ticket_number, numbers, BigInteger))
             .group_by(TicketStep.ticket_number)
         ).all()
         return {number: position for number, position in rows}
@@ -541,6 +541,13 @@ def _location_id(location: int | PlannedLocation | None, locations: dict[str, tu
     if isinstance(location, PlannedLocation):
         return locations[location.domain][0]
     return location
+
+
+def _in_array(column, values: Sequence[object], item_type: type):
+    """``column = ANY(:array)``: one parameter whatever the number of values, so the
+    statement's text, and its plan in psycopg and SQLAlchemy caches, stay the same
+    (an ``IN`` list renders a placeholder per value: new SQL for every batch size)."""
+    return column == any_(bindparam(None, list(values), type_=ARRAY(item_type())))
 
 
 def _like_prefix(text: str) -> str:
