@@ -33,6 +33,7 @@ CONSUMER_READERS: Mapping[str, ConsumerReader] = MappingProxyType(
             ConsumerReader("ticket-events-reader", "ticket.events"),
             ConsumerReader("dlq-cli", "mail.dlq"),
             ConsumerReader("dlq-cli-ledger", "mail.dlq.replays"),
+            ConsumerReader("fetcher", "accounts"),
         )
     }
 )

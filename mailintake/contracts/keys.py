@@ -7,6 +7,7 @@ must build them the same way, hence one function here.
 from __future__ import annotations
 
 from mailintake.contracts.records import (
+    AccountNotice,
     DeadLetter,
     Decision,
     DlqReplay,
@@ -19,7 +20,7 @@ from mailintake.contracts.records import (
 
 def key_text(record: TopicRecord) -> str:
     """The key of ``record`` as text; ``ValueError`` if the record lacks what its key needs."""
-    if isinstance(record, MailRaw):
+    if isinstance(record, (MailRaw, AccountNotice)):
         return record.account_id
     if isinstance(record, MailClassified):
         if record.decision is Decision.NEW_TICKET:

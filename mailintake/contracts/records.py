@@ -216,7 +216,15 @@ class DlqReplay(AvroRecord):
     replayed_at: UtcTimestamp
 
 
-TopicRecord = MailRaw | MailClassified | TicketEvent | DeadLetter | DlqReplay
+class AccountNotice(AvroRecord):
+    """A value of ``accounts``: an account was created, changed or deleted in PostgreSQL."""
+
+    account_id: str
+    deleted: bool = False
+    changed_at: UtcTimestamp
+
+
+TopicRecord = MailRaw | MailClassified | TicketEvent | DeadLetter | DlqReplay | AccountNotice
 
 RECORD_TYPES: Mapping[str, type[TopicRecord]] = {
     "mail.raw": MailRaw,
@@ -224,6 +232,7 @@ RECORD_TYPES: Mapping[str, type[TopicRecord]] = {
     "ticket.events": TicketEvent,
     "mail.dlq": DeadLetter,
     "mail.dlq.replays": DlqReplay,
+    "accounts": AccountNotice,
 }
 """The typed record of each topic's values."""
 

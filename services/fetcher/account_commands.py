@@ -83,6 +83,38 @@ def import_command(
         _fail(str(exc))
     for line in report.lines():
         typer.echo(line)
+    if report.written:
+        _announce(report)
+
+
+def _announce(report) -> None:
+    """Tell the fetcher replicas owning the changed accounts to read them again now."""
+    from datetime import UTC, datetime
+
+    from mailintake.contracts.records import AccountNotice
+    from mailintake.runtime.settings import load_settings
+    from services.fetcher.account_store import ChangeAction
+    from services.fetcher.mailbox_ownership import announce_account_changes
+    from services.fetcher.settings import FetcherSettings
+
+    now = datetime.now(UTC)
+    notices = [
+        AccountNotice(account_id=c.account_id, deleted=c.action is ChangeAction.REMOVED, changed_at=now)
+        for c in report.changes
+        if c.action in (ChangeAction.ADDED, ChangeAction.CHANGED, ChangeAction.REMOVED)
+    ]
+    if not notices:
+        return
+    settings = load_settings(FetcherSettings)
+    try:
+        announce_account_changes(settings.kafka_bootstrap_servers, notices, timeout_seconds=settings.timeout_seconds)
+    except Exception as exc:  # noqa: BLE001 - the accounts are stored; only the shortcut failed
+        typer.secho(
+            f"stored, but the change notice to the fetchers failed ({type(exc).__name__}: {exc}); they pick the "
+            f"change up at their next refresh, within {settings.accounts_refresh_seconds:.0f}s",
+            fg=typer.colors.YELLOW,
+            err=True,
+        )
 
 
 def export_command(

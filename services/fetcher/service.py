@@ -42,9 +42,10 @@ from services.fetcher.core import chunked, mail_record
 from services.fetcher.cursor_store import CursorStore
 from services.fetcher.imap_mailbox import ImapMailbox
 from services.fetcher.mail_source import MailServerError, MailSource, StepFailed
+from services.fetcher.mailbox_ownership import MailboxOwnership
 from services.fetcher.poll_schedule import PollSchedule
 from services.fetcher.pop3_mailbox import Pop3Mailbox
-from services.fetcher.settings import FetcherSettings
+from services.fetcher.settings import FetcherSettings, MailboxOwnershipMode
 from services.fetcher.status_store import AccountStatusStore
 from services.fetcher.uidl_store import UidlStore
 
@@ -94,10 +95,16 @@ class Fetcher:
         producer: KafkaProducer | None = None,
         source_address: str | None = None,
         refresh_accounts: Callable[[], list[Account]] | None = None,
+        ownership: MailboxOwnership | None = None,
     ) -> None:
         self._settings = settings
-        self._accounts = {a.id: a for a in accounts if a.enabled}
+        self._ownership = ownership
+        self._enabled = {a.id: a for a in accounts if a.enabled}
+        self._accounts = self._owned(self._enabled)
         self._refresh_accounts = refresh_accounts
+        # Accounts being polled right now; a revocation waits until none of its are.
+        self._polling: set[str] = set()
+        self._polling_changed = threading.Condition()
         self._source_address = source_address
         self._engine = engine = engine_for(settings.database_url.get_secret_value())
         self._cursors = CursorStore(engine)
@@ -163,6 +170,11 @@ class Fetcher:
             cycle = self._cursors.next_cycle(account.id, account.folder)
             structlog.contextvars.bind_contextvars(poll_cycle=cycle)
             for chunk in chunked(pending, self._settings.fetch_chunk):
+                if not self._may_poll(account.id):
+                    # Another replica owns the mailbox now; what was produced is marked,
+                    # the rest is the new owner's, which starts once this poll ended.
+                    log.info("poll.handed_over", mails=progress.mails)
+                    break
                 mails = source.fetch(chunk)
                 with _step("produce"):
                     acknowledged = self._produce(account, cycle, mails)
@@ -211,16 +223,29 @@ class Fetcher:
 
     # --- the loop ---------------------------------------------------------------------
 
+    def _may_poll(self, account_id: str) -> bool:
+        return self._ownership is None or self._ownership.owns(account_id)
+
     def _poll_in_worker(self, account: Account, due: float) -> StepFailed | None:
         """One poll in a worker thread; the failure is returned, never raised."""
         lag = max(0.0, time.monotonic() - due)
         started = time.monotonic()
+        # Registered before ownership is checked: a revocation that comes later waits
+        # for this poll, one that came earlier makes the check fail.
+        with self._polling_changed:
+            self._polling.add(account.id)
         try:
+            if not self._may_poll(account.id):
+                return None
             count = self.poll(account, lag_seconds=lag)
         except StepFailed as failure:
             return failure
         except Exception as exc:  # noqa: BLE001 - e.g. account_status unwritable; the loop must go on
             return StepFailed("status", None, f"{type(exc).__name__}: {exc}")
+        finally:
+            with self._polling_changed:
+                self._polling.discard(account.id)
+                self._polling_changed.notify_all()
         if count:
             log.info("poll.done", account_id=account.id, mails=count, seconds=round(time.monotonic() - started, 3))
         return None
@@ -236,13 +261,20 @@ class Fetcher:
             stagger=len(self._accounts) > self._settings.poll_workers,
         )
         running: dict[Future[StepFailed | None], str] = {}
+        if self._ownership is not None:
+            self._ownership.start(self._release)
         health.set_ready(True)
         log.info("fetcher.started", accounts=len(self._accounts), workers=self._settings.poll_workers)
         refreshed_at = time.monotonic()
         with ThreadPoolExecutor(max_workers=self._settings.poll_workers, thread_name_prefix="poll") as pool:
             while not stop.is_set():
                 health.beat()
-                if self._refresh_accounts and time.monotonic() - refreshed_at >= self._settings.accounts_refresh_seconds:
+                ownership_changed = self._ownership is not None and self._ownership.changed.is_set()
+                if ownership_changed or (
+                    self._refresh_accounts and time.monotonic() - refreshed_at >= self._settings.accounts_refresh_seconds
+                ):
+                    if ownership_changed:
+                        self._ownership.changed.clear()
                     refreshed_at = time.monotonic()
                     self._apply_account_changes(schedule)
                 for account_id, due in schedule.take_due(time.monotonic()):
@@ -268,17 +300,38 @@ class Fetcher:
                             consecutive_failures=schedule.failures.get(account_id, 0),
                             retry_in_seconds=round(delay, 1),
                         )
-            # Polls in flight finish (each bounded by the timeouts) before the producer closes.
+            # Polls in flight finish (each bounded by the timeouts) before the producer
+            # closes and before the partitions go to other replicas.
             wait(running)
+        if self._ownership is not None:
+            self._ownership.close()
         self.close()
 
+    def _owned(self, accounts: Mapping[str, Account]) -> dict[str, Account]:
+        if self._ownership is None:
+            return dict(accounts)
+        return {account_id: accounts[account_id] for account_id in self._ownership.owned(accounts)}
+
+    def _release(self, is_revoked: Callable[[str], bool]) -> None:
+        """Return once no poll of a revoked account runs (called during a rebalance)."""
+        deadline = time.monotonic() + self._settings.timeout_seconds * 2
+        with self._polling_changed:
+            while any(is_revoked(a) for a in self._polling):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    log.warning("ownership.release_timed_out", polling=sorted(a for a in self._polling if is_revoked(a)))
+                    return
+                self._polling_changed.wait(min(remaining, 0.5))
+
     def _apply_account_changes(self, schedule: PollSchedule) -> None:
-        """Pick up accounts added, changed, disabled or removed since the last look."""
-        try:
-            accounts = {a.id: a for a in self._refresh_accounts() if a.enabled}
-        except Exception as exc:  # noqa: BLE001 - a database hiccup must not stop polling the known accounts
-            log.warning("accounts.refresh_failed", error=f"{type(exc).__name__}: {exc}")
-            return
+        """Pick up accounts added, changed, disabled or removed since the last look, and
+        the mailboxes this replica gained or lost in a rebalance."""
+        if self._refresh_accounts is not None:
+            try:
+                self._enabled = {a.id: a for a in self._refresh_accounts() if a.enabled}
+            except Exception as exc:  # noqa: BLE001 - a database hiccup must not stop polling the known accounts
+                log.warning("accounts.refresh_failed", error=f"{type(exc).__name__}: {exc}")
+        accounts = self._owned(self._enabled)
         if accounts != self._accounts:
             log.info("accounts.changed", before=len(self._accounts), after=len(accounts))
             self._accounts = accounts
@@ -293,7 +346,16 @@ class Fetcher:
 def run(settings: FetcherSettings, health: Health, stop: threading.Event) -> None:
     """Poll the enabled stored accounts; changes to them are picked up while running."""
     store = stored_accounts(settings)
-    Fetcher(settings, store.enabled_accounts(), refresh_accounts=store.enabled_accounts).run(health, stop)
+    ownership = None
+    if settings.mailbox_ownership is MailboxOwnershipMode.CONSUMER_GROUP:
+        ownership = MailboxOwnership(
+            settings.kafka_bootstrap_servers,
+            settings.group_id,
+            session_timeout_seconds=settings.session_timeout_seconds,
+            release_timeout_seconds=settings.timeout_seconds * 2,
+        )
+    fetcher = Fetcher(settings, store.enabled_accounts(), refresh_accounts=store.enabled_accounts, ownership=ownership)
+    fetcher.run(health, stop)
 
 
 def stored_accounts(settings: FetcherSettings) -> AccountStore:

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
 from pathlib import Path
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from mailintake.runtime.settings import ServiceSettings
+
+
+class MailboxOwnershipMode(StrEnum):
+    CONSUMER_GROUP = "consumer_group"
+    ALL = "all"
 
 
 class FetcherSettings(ServiceSettings):
@@ -29,6 +35,15 @@ class FetcherSettings(ServiceSettings):
 
     poll_workers: int = Field(default=8, ge=1, le=256)
     """Accounts polled at the same time; a slow or failing account holds up only its own worker."""
+
+    mailbox_ownership: MailboxOwnershipMode = MailboxOwnershipMode.CONSUMER_GROUP
+    """'consumer_group': the replicas share the mailboxes through one Kafka consumer group on the accounts topic, so add replicas to scale out. 'all': this process polls every enabled account; run exactly one."""
+
+    group_id: str = "mailintake-fetcher"
+    """Kafka consumer group of the fetcher replicas (with mailbox_ownership 'consumer_group')."""
+
+    session_timeout_seconds: float = Field(default=10.0, ge=6, le=300)
+    """How long the mailboxes of a replica that died without leaving the group wait before the others poll them."""
 
 
 class AccountEncryptionSettings(BaseSettings):

@@ -24,7 +24,7 @@ TOPICS = load_topics()
 EXAMPLES = [(topic, message) for topic in TOPICS.values() for message in example_messages(topic)]
 
 # The services and tools that may write to a topic (the DLQ command line writes its replay ledger).
-PIPELINE_SERVICES = {"fetcher", "classifier", "ticketer", "dlq-cli"}
+PIPELINE_SERVICES = {"fetcher", "classifier", "ticketer", "dlq-cli", "accounts-cli"}
 
 
 @pytest.fixture(params=EXAMPLES, ids=lambda pair: f"{pair[0].name}: {pair[1].name}")

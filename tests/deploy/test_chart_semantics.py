@@ -231,12 +231,15 @@ def test_classifier_ticketer_and_sender_share_one_instance_id(objects: list[dict
     assert len(set(ids.values())) == 1, ids
 
 
-def test_the_fetcher_never_runs_twice(objects: list[dict]) -> None:
-    # The fetcher does not divide accounts between replicas: two pods would poll each mailbox twice.
+def test_fetcher_replicas_share_mailboxes_through_their_consumer_group(objects: list[dict]) -> None:
+    # Mailbox ownership comes from the consumer group; the chart must not switch it off,
+    # or two pods would poll every mailbox.
     (fetcher,) = [d for d in of_kind(objects, "Deployment") if component(d) == "fetcher"]
-    assert fetcher["spec"]["replicas"] == 1
-    assert fetcher["spec"]["strategy"]["type"] == "Recreate"
-    assert not [s for s in of_kind(objects, "ScaledObject") if component(s) == "fetcher"]
+    assert fetcher["spec"]["replicas"] >= 2
+    (container,) = fetcher["spec"]["template"]["spec"]["containers"]
+    names = {e["name"]: e.get("value") for e in container.get("env", [])}
+    assert names.get("MAILINTAKE_FETCHER_MAILBOX_OWNERSHIP", "consumer_group") == "consumer_group"
+    assert [p for p in of_kind(objects, "PodDisruptionBudget") if component(p) == "fetcher"]
 
 
 def test_kafka_topics_match_the_contracts(tools: DeployTools) -> None:

@@ -14,17 +14,15 @@ session's ``run all``, would otherwise deliver these tests' mail under their fee
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import pytest
-from sqlalchemy import Connection, Engine, insert, select, text
+from sqlalchemy import Connection, Engine, insert, select
 
 from mailintake.contracts.records import MailClassified, MailRaw, Protocol, SenderIdentity, TicketOptions
 from mailintake.database import engine_for
-from mailintake.database.migrate import upgrade
 from mailintake.stack import Endpoints, MailUser, add_mail_user
 from services.classifier.core import Classifier, classify
 from services.classifier.settings import ClassifierSettings
@@ -36,6 +34,7 @@ from services.ticketer.auto_answer_templates import TemplateText
 from services.ticketer.settings import TicketerSettings
 from services.ticketer.core import format_reference
 from services.ticketer.tables import TICKET_NUMBER_SEQUENCE, OutboundMail, Ticket
+from tests.database_schemas import migrated_schema
 
 TEMPLATE_SUBJECT = "We received your request: {{ subject }}"
 TEMPLATE_BODY = "Hello {{ requester_name or requester }},\n\nyour request is ticket {{ reference }}.\n\n{{ account_name }}\n"
@@ -124,17 +123,8 @@ class HelpDesk:
 @pytest.fixture(scope="session")
 def outbox_database(stack: Endpoints) -> Iterator[str]:
     """The URL of a fresh schema, migrated to head, that only these tests use."""
-    schema = f"sender_tests_{uuid.uuid4().hex[:10]}"
-    with engine_for(stack.database_url).begin() as connection:
-        connection.execute(text(f'CREATE SCHEMA "{schema}"'))
-    url = f"{stack.database_url}?options=-csearch_path%3D{schema}"
-    try:
-        upgrade(url)
+    with migrated_schema(stack.database_url, "sender_tests") as url:
         yield url
-    finally:
-        engine_for(url).dispose()
-        with engine_for(stack.database_url).begin() as connection:
-            connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
 
 
 @pytest.fixture
