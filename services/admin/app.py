@@ -1,30 +1,60 @@
 """The admin service's FastAPI application (``mailintake run admin``).
 
-Today it serves the read-only ticket API and its OpenAPI document (``/openapi.json``,
-``/docs``), and ``/livez`` and ``/readyz`` for the orchestrator; account management and a
-web page are to join this same app.
+It serves the accounts API
+(``/api/accounts``), the read-only ticket API, the audit log (``/api/audit``), the
+OpenAPI document (``/openapi.json``, ``/docs``), and ``/livez`` and ``/readyz`` for
+the orchestrator. Every route but those two and the OpenAPI document
+needs a token (see ``authentication``).
 """
 
 from __future__ import annotations
 
-from fastapi import FastAPI, Response
+from functools import cache
+
+from fastapi import Depends, FastAPI, Response
 from fastapi.responses import PlainTextResponse
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
 from mailintake.database import engine_for
+from services.admin.access import AuditLog, TokenStore
+from services.admin.account_editing import AccountEditor
+from services.admin.accounts_api import install_error_handlers
+from services.admin.accounts_api import router as accounts_router
+from services.admin.authentication import authenticated
 from services.admin.settings import AdminSettings
 from services.admin.tickets_api import router as tickets_router
+from services.fetcher.password_cipher import PasswordCipher
 
 
-def create_app(settings: AdminSettings) -> FastAPI:
+def create_app(settings: AdminSettings, cipher: PasswordCipher | None = None) -> FastAPI:
+    """The app. ``cipher`` defaults to the key in MAILINTAKE_ACCOUNTS_ENCRYPTION_*, read on the first account request."""
     app = FastAPI(
         title="mailintake admin",
         version="1",
-        description="Read-only access to the tickets, users and locations mailintake keeps.",
+        description="Mail accounts (create, edit, check the connection), the audit log, and read-only access to the "
+        "tickets, users and locations mailintake keeps. Authenticate with a bearer token from "
+        "`mailintake admin token create NAME`.",
     )
-    app.state.engine = engine_for(settings.database_url.get_secret_value())
-    app.include_router(tickets_router)
+    engine = engine_for(settings.database_url.get_secret_value())
+    app.state.engine = engine
+    app.state.token_store = TokenStore(engine)
+    app.state.audit_log = AuditLog(engine)
+
+    @cache
+    def account_editor() -> AccountEditor:
+        from mailintake.runtime.settings import load_settings
+        from services.fetcher.account_store import AccountStore
+        from services.fetcher.password_cipher import cipher_from_settings
+        from services.fetcher.settings import AccountEncryptionSettings
+
+        key = cipher or cipher_from_settings(load_settings(AccountEncryptionSettings))
+        return AccountEditor(engine, AccountStore(engine, key), app.state.audit_log, settings.check_timeout_seconds)
+
+    app.state.account_editor = account_editor
+    install_error_handlers(app)
+    app.include_router(accounts_router)
+    app.include_router(tickets_router, dependencies=[Depends(authenticated)])
 
     @app.get("/livez", include_in_schema=False, response_class=PlainTextResponse)
     def livez() -> str:

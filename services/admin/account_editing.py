@@ -1,0 +1,247 @@
+"""Editing stored accounts for the admin API and the web page: one path for both.
+
+The pure part turns what a client sent (JSON, or the page's form fields read by
+``account_form``) into an :class:`AccountDraft` or a list of :class:`FieldProblem`; :class:`AccountEditor` is the
+edge that checks reference data, keeps the stored password when a draft leaves it
+empty, writes through :class:`~services.fetcher.account_store.AccountStore` and records
+each change in the audit log. Passwords go in, never out: no model here returns one,
+and no problem message repeats what was typed.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from sqlalchemy import Engine, select
+
+from mailintake.contracts.records import SenderIdentity
+from services.admin.access import AuditLog
+from services.fetcher.account import Account
+from services.fetcher.account_store import AccountStore, ChangeAction
+from services.fetcher.connection_check import CheckReport, check_account
+from services.fetcher.tables import AccountStatus
+from services.ticketer.reference_data import missing_reference_data
+
+# One '@', a local part without spaces or brackets, and a dotted domain: what a mail
+# client can send to. Full RFC 5322 allows more, but no help desk's sender needs it.
+_ADDRESS = re.compile(r"^[^\s@<>()\[\],;:\"]+@[^\s@<>()\[\],;:\".]+(\.[^\s@<>()\[\],;:\".]+)+$")
+
+class CheckedSender(SenderIdentity):
+    """Sender information whose address, when given, is a mail address."""
+
+    @field_validator("address")
+    @classmethod
+    def _a_mail_address(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if not _ADDRESS.match(value):
+            raise ValueError("is not a mail address (expected local-part@domain.tld)")
+        return value
+
+
+class AccountDraft(Account):
+    """An account as the API and the page take it. The password may be empty: on an
+    update (or a check of a stored account) that keeps the stored one."""
+
+    password: SecretStr | None = None
+    """Write-only. Empty or absent keeps the stored password; required for a new account."""
+
+    sender: CheckedSender = CheckedSender()
+    """Sender name and address for auto-answers; the address must be a mail address."""
+
+    @field_validator("password", mode="before")
+    @classmethod
+    def _empty_is_absent(cls, value: object) -> object:
+        if value == "" or (isinstance(value, SecretStr) and value.get_secret_value() == ""):
+            return None
+        return value
+
+    def with_password(self, password: SecretStr) -> Account:
+        return Account.model_validate({**self.model_dump(exclude={"password"}), "password": password})
+
+
+class StoredAccountOut(Account):
+    """A stored account as the API shows it: every setting, never the password."""
+
+    password: SecretStr | None = Field(default=None, exclude=True)
+
+
+class AccountStatusOut(BaseModel):
+    """What the fetcher last saw of an account (``account_status``); times in UTC."""
+
+    model_config = ConfigDict(frozen=True)
+
+    last_poll_at: datetime | None
+    last_success_at: datetime | None
+    last_error_at: datetime | None
+    last_error_step: str | None
+    last_error: str | None = Field(description="The server's exact reply when it sent one.")
+    consecutive_failures: int
+    poll_lag_seconds: float | None = Field(description="How late the last poll started after it was due.")
+    mails_fetched: int
+
+    @property
+    def label(self) -> str:
+        if self.consecutive_failures:
+            return f"failing ×{self.consecutive_failures} at {self.last_error_step or '?'}"
+        return "ok" if self.last_success_at else "never polled"
+
+
+class AccountView(BaseModel):
+    account: StoredAccountOut
+    status: AccountStatusOut | None = Field(description="None until the fetcher polled the account once.")
+
+
+@dataclass(frozen=True)
+class FieldProblem:
+    """Why one field was refused. ``field`` is dotted (``ticket_options.resource``); empty for the whole account."""
+
+    field: str
+    message: str
+
+
+class InvalidAccount(ValueError):
+    def __init__(self, problems: Sequence[FieldProblem]) -> None:
+        super().__init__("; ".join(f"{p.field or 'account'}: {p.message}" for p in problems))
+        self.problems = tuple(problems)
+
+
+class AccountNotFound(LookupError):
+    pass
+
+
+class AccountExists(ValueError):
+    pass
+
+
+def validation_problems(error: ValidationError, skip: int = 0) -> list[FieldProblem]:
+    """The problems of a pydantic error, one per field; ``skip`` drops leading location parts (FastAPI's "body").
+
+    The input is never included: it may be a password.
+    """
+    return [
+        FieldProblem(".".join(str(part) for part in item["loc"][skip:]), item["msg"])
+        for item in error.errors(include_input=False, include_url=False)
+    ]
+
+
+def parse_draft(document: Mapping[str, Any]) -> AccountDraft:
+    """The draft in ``document``, or :class:`InvalidAccount` naming each field and why."""
+    try:
+        return AccountDraft.model_validate(document)
+    except ValidationError as error:
+        raise InvalidAccount(validation_problems(error)) from None
+
+
+class AccountEditor:
+    """Create, update, delete, enable, disable and check stored accounts, each change audited."""
+
+    def __init__(self, engine: Engine, store: AccountStore, audit: AuditLog, check_timeout: float) -> None:
+        self._engine = engine
+        self._store = store
+        self._audit = audit
+        self._check_timeout = check_timeout
+
+    # --- reading ---------------------------------------------------------------
+    def views(self) -> list[AccountView]:
+        """Every account with its status; needs no key."""
+        statuses = self._statuses()
+        return [
+            AccountView(account=StoredAccountOut.model_validate(account.model_dump(exclude={"password"})), status=statuses.get(account.id))
+            for account in self._store.configured_accounts()
+        ]
+
+    def view(self, account_id: str) -> AccountView:
+        found = [view for view in self.views() if view.account.id == account_id]
+        if not found:
+            raise AccountNotFound(f"no account with id {account_id!r}")
+        return found[0]
+
+    def _statuses(self) -> dict[str, AccountStatusOut]:
+        with self._engine.connect() as connection:
+            rows = connection.execute(select(AccountStatus)).all()
+        return {
+            row.account_id: AccountStatusOut(
+                last_poll_at=_utc(row.last_poll_at),
+                last_success_at=_utc(row.last_success_at),
+                last_error_at=_utc(row.last_error_at),
+                last_error_step=row.last_error_step,
+                last_error=row.last_error,
+                consecutive_failures=row.consecutive_failures,
+                poll_lag_seconds=row.poll_lag_seconds,
+                mails_fetched=row.mails_fetched,
+            )
+            for row in rows
+        }
+
+    # --- writing ---------------------------------------------------------------
+    def create(self, draft: AccountDraft, actor: str) -> Account:
+        if self._store.get(draft.id) is not None:
+            raise AccountExists(f"an account with id {draft.id!r} exists already; edit it instead")
+        if draft.password is None:
+            raise InvalidAccount([FieldProblem("password", "a new account needs a password")])
+        account = self._checked(draft.with_password(draft.password))
+        self._store.upsert(account)
+        self._audit.record(actor, "account.create", account.id)
+        return account
+
+    def update(self, account_id: str, draft: AccountDraft, actor: str) -> Account:
+        if draft.id != account_id:
+            raise InvalidAccount([FieldProblem("id", f"an account's id cannot change (this is {account_id!r})")])
+        stored = self._stored(account_id)
+        account = self._checked(draft.with_password(draft.password or stored.password))
+        change = self._store.upsert(account)
+        if change.action is ChangeAction.CHANGED:
+            self._audit.record(actor, "account.update", account_id, change.fields)
+        return account
+
+    def delete(self, account_id: str, actor: str) -> None:
+        if not self._store.delete(account_id):
+            raise AccountNotFound(f"no account with id {account_id!r}")
+        self._audit.record(actor, "account.delete", account_id)
+
+    def set_enabled(self, account_id: str, enabled: bool, actor: str) -> None:
+        if not self._store.set_enabled(account_id, enabled):
+            raise AccountNotFound(f"no account with id {account_id!r}")
+        self._audit.record(actor, "account.enable" if enabled else "account.disable", account_id, ["enabled"])
+
+    # --- checking --------------------------------------------------------------
+    def check_stored(self, account_id: str) -> CheckReport:
+        return check_account(self._stored(account_id), timeout=self._check_timeout)
+
+    def check_draft(self, draft: AccountDraft) -> CheckReport:
+        """Check an unsaved account; an empty password takes the stored one of the same id, if any."""
+        password = draft.password
+        if password is None:
+            stored = self._store.get(draft.id)
+            if stored is None:
+                raise InvalidAccount([FieldProblem("password", "enter the password to check a new account")])
+            password = stored.password
+        return check_account(draft.with_password(password), timeout=self._check_timeout)
+
+    # --- internals -------------------------------------------------------------
+    def _stored(self, account_id: str) -> Account:
+        account = self._store.get(account_id)
+        if account is None:
+            raise AccountNotFound(f"no account with id {account_id!r}")
+        return account
+
+    def _checked(self, account: Account) -> Account:
+        """The account, if everything its ticket options name exists."""
+        options = account.ticket_options
+        with self._engine.connect() as connection:
+            missing = missing_reference_data(options, options.fallback_user, connection)
+        if missing:
+            # missing_reference_data words each problem as "<dotted field>: <why>".
+            raise InvalidAccount([FieldProblem(*problem.split(": ", 1)) for problem in missing])
+        return account
+
+
+def _utc(moment: datetime | None) -> datetime | None:
+    # account_status keeps naive UTC (see status_store).
+    return None if moment is None else moment.replace(tzinfo=UTC)
