@@ -141,11 +141,14 @@ def parse_draft(document: Mapping[str, Any]) -> AccountDraft:
 class AccountEditor:
     """Create, update, delete, enable, disable and check stored accounts, each change audited."""
 
-    def __init__(self, engine: Engine, store: AccountStore, audit: AuditLog, check_timeout: float) -> None:
+    def __init__(
+        self, engine: Engine, store: AccountStore, audit: AuditLog, check_timeout: float, check_source: str | None = None
+    ) -> None:
         self._engine = engine
         self._store = store
         self._audit = audit
         self._check_timeout = check_timeout
+        self._check_source = check_source
 
     # --- reading ---------------------------------------------------------------
     def views(self) -> list[AccountView]:
@@ -212,7 +215,7 @@ class AccountEditor:
 
     # --- checking --------------------------------------------------------------
     def check_stored(self, account_id: str) -> CheckReport:
-        return check_account(self._stored(account_id), timeout=self._check_timeout)
+        return check_account(self._stored(account_id), timeout=self._check_timeout, source_address=self._check_source)
 
     def check_draft(self, draft: AccountDraft) -> CheckReport:
         """Check an unsaved account; an empty password takes the stored one of the same id, if any."""
@@ -222,7 +225,9 @@ class AccountEditor:
             if stored is None:
                 raise InvalidAccount([FieldProblem("password", "enter the password to check a new account")])
             password = stored.password
-        return check_account(draft.with_password(password), timeout=self._check_timeout)
+        return check_account(
+            draft.with_password(password), timeout=self._check_timeout, source_address=self._check_source
+        )
 
     # --- internals -------------------------------------------------------------
     def _stored(self, account_id: str) -> Account:

@@ -1,9 +1,9 @@
 """The admin service's FastAPI application (``mailintake run admin``).
 
-It serves the accounts API
+It serves the accounts web page (``/accounts``, with ``/login``), the accounts API
 (``/api/accounts``), the read-only ticket API, the audit log (``/api/audit``), the
 OpenAPI document (``/openapi.json``, ``/docs``), and ``/livez`` and ``/readyz`` for
-the orchestrator. Every route but those two and the OpenAPI document
+the orchestrator. Every route but those two, the login page and the OpenAPI document
 needs a token (see ``authentication``).
 """
 
@@ -24,6 +24,7 @@ from services.admin.accounts_api import router as accounts_router
 from services.admin.authentication import authenticated
 from services.admin.settings import AdminSettings
 from services.admin.tickets_api import router as tickets_router
+from services.admin.web_pages import mount_pages
 from services.fetcher.password_cipher import PasswordCipher
 
 
@@ -49,12 +50,16 @@ def create_app(settings: AdminSettings, cipher: PasswordCipher | None = None) ->
         from services.fetcher.settings import AccountEncryptionSettings
 
         key = cipher or cipher_from_settings(load_settings(AccountEncryptionSettings))
-        return AccountEditor(engine, AccountStore(engine, key), app.state.audit_log, settings.check_timeout_seconds)
+        return AccountEditor(
+            engine, AccountStore(engine, key), app.state.audit_log,
+            settings.check_timeout_seconds, settings.check_source_address,
+        )
 
     app.state.account_editor = account_editor
     install_error_handlers(app)
     app.include_router(accounts_router)
     app.include_router(tickets_router, dependencies=[Depends(authenticated)])
+    mount_pages(app)
 
     @app.get("/livez", include_in_schema=False, response_class=PlainTextResponse)
     def livez() -> str:

@@ -27,3 +27,6 @@ class AdminSettings(BaseSettings):
 
     check_timeout_seconds: float = Field(default=15.0, gt=0, le=120)
     """Timeout of each step of a connection check started from the API or the page."""
+
+    check_source_address: str | None = None
+    """Local address connection checks connect from, on hosts with several (as `accounts check --source-address`); by default the system picks."""
