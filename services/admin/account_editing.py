@@ -13,7 +13,6 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
@@ -21,6 +20,7 @@ from sqlalchemy import Engine, select
 
 from mailintake.contracts.records import SenderIdentity
 from services.admin.access import AuditLog
+from services.admin.tickets_api import UtcDatetime
 from services.fetcher.account import Account
 from services.fetcher.account_store import AccountStore, ChangeAction
 from services.fetcher.connection_check import CheckReport, check_account
@@ -74,11 +74,11 @@ class StoredAccountOut(Account):
 class AccountStatusOut(BaseModel):
     """What the fetcher last saw of an account (``account_status``); times in UTC."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, from_attributes=True)
 
-    last_poll_at: datetime | None
-    last_success_at: datetime | None
-    last_error_at: datetime | None
+    last_poll_at: UtcDatetime | None
+    last_success_at: UtcDatetime | None
+    last_error_at: UtcDatetime | None
     last_error_step: str | None
     last_error: str | None = Field(description="The server's exact reply when it sent one.")
     consecutive_failures: int
@@ -168,19 +168,7 @@ class AccountEditor:
     def _statuses(self) -> dict[str, AccountStatusOut]:
         with self._engine.connect() as connection:
             rows = connection.execute(select(AccountStatus)).all()
-        return {
-            row.account_id: AccountStatusOut(
-                last_poll_at=_utc(row.last_poll_at),
-                last_success_at=_utc(row.last_success_at),
-                last_error_at=_utc(row.last_error_at),
-                last_error_step=row.last_error_step,
-                last_error=row.last_error,
-                consecutive_failures=row.consecutive_failures,
-                poll_lag_seconds=row.poll_lag_seconds,
-                mails_fetched=row.mails_fetched,
-            )
-            for row in rows
-        }
+        return {row.account_id: AccountStatusOut.model_validate(row) for row in rows}
 
     # --- writing ---------------------------------------------------------------
     def create(self, draft: AccountDraft, actor: str) -> Account:
@@ -246,7 +234,3 @@ class AccountEditor:
             raise InvalidAccount([FieldProblem(*problem.split(": ", 1)) for problem in missing])
         return account
 
-
-def _utc(moment: datetime | None) -> datetime | None:
-    # account_status keeps naive UTC (see status_store).
-    return None if moment is None else moment.replace(tzinfo=UTC)

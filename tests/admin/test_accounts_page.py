@@ -134,6 +134,9 @@ def test_a_malicious_name_and_server_reply_are_shown_as_text(stack, browser_like
     assert MALICIOUS not in listing
     assert "&lt;script&gt;window.pwned=1&lt;/script&gt;&lt;img src=x onerror=&#34;alert(1)&#34;&gt;" in listing
     assert "failing ×1 at authentication" in listing and "1.5 s" in listing
+    status = browser_like.get(f"/api/accounts/{document['id']}").json()["status"]
+    assert status["last_error"] == f"NO {MALICIOUS}" and status["consecutive_failures"] == 1
+    assert status["last_error_at"].endswith("Z") and status["last_error_at"] == status["last_poll_at"]
 
 
 def test_the_form_fields_become_the_api_document():
