@@ -4,7 +4,7 @@ It serves the accounts web page (``/accounts``, with ``/login``), the accounts A
 (``/api/accounts``), the read-only ticket API, the audit log (``/api/audit``), the
 OpenAPI document (``/openapi.json``, ``/docs``), and ``/livez`` and ``/readyz`` for
 the orchestrator. Every route but those two, the login page and the OpenAPI document
-needs a token (see ``authentication``).
+needs a token, or an OIDC access token where configured (see ``authentication``).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from services.admin.account_editing import AccountEditor
 from services.admin.accounts_api import install_error_handlers
 from services.admin.accounts_api import router as accounts_router
 from services.admin.authentication import authenticated
+from services.admin.oidc import OidcVerifier
 from services.admin.settings import AdminSettings
 from services.admin.tickets_api import router as tickets_router
 from services.admin.web_pages import mount_pages
@@ -41,6 +42,11 @@ def create_app(settings: AdminSettings, cipher: PasswordCipher | None = None) ->
     app.state.engine = engine
     app.state.token_store = TokenStore(engine)
     app.state.audit_log = AuditLog(engine)
+    app.state.oidc_verifier = (
+        OidcVerifier(settings.oidc_issuer, settings.oidc_audience, settings.oidc_jwks_url, settings.oidc_actor_claim)
+        if settings.oidc_configured
+        else None
+    )
 
     @cache
     def account_editor() -> AccountEditor:

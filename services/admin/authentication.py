@@ -1,7 +1,8 @@
-"""Who is calling: a bearer token (``Authorization: Bearer mi_...``) for the API, or the
-web page's session cookie holding the same token. Nothing is open by default: without
-a live token every route but ``/livez``, ``/readyz``, the login page and the OpenAPI
-document answers 401.
+"""Who is calling: a bearer token (``Authorization: Bearer mi_...``) for the API, an
+OIDC access token where one is configured (``services.admin.oidc``), or the web page's
+session cookie holding an admin token. Nothing is open by default: without a valid
+token every route but ``/livez``, ``/readyz``, the login page and the OpenAPI document
+answers 401.
 
 A request that authenticates with the cookie and changes something must also carry
 the session's CSRF token (the ``X-CSRF-Token`` header, or the ``csrf_token`` form
@@ -18,7 +19,8 @@ from typing import Annotated
 from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from services.admin.access import TokenStore, csrf_token_for, csrf_token_matches
+from services.admin.access import TOKEN_PREFIX, TokenStore, csrf_token_for, csrf_token_matches
+from services.admin.oidc import OidcRefused, OidcVerifier
 
 SESSION_COOKIE = "mailintake_admin_session"
 CSRF_HEADER = "X-CSRF-Token"
@@ -26,7 +28,7 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 bearer_scheme = HTTPBearer(
     auto_error=False,
-    description="A token from `mailintake admin token create NAME`.",
+    description="A token from `mailintake admin token create NAME`, or an OIDC access token where one is configured.",
 )
 
 
@@ -58,7 +60,14 @@ def authenticated(
 ) -> Actor:
     """The caller of an API route, or 401 (no or unknown token) / 403 (cookie without CSRF token)."""
     if credentials is not None:
-        holder = token_store(request).holder(credentials.credentials)
+        token = credentials.credentials
+        oidc: OidcVerifier | None = request.app.state.oidc_verifier
+        if oidc is not None and not token.startswith(TOKEN_PREFIX):
+            try:
+                return Actor(oidc.actor(token))
+            except OidcRefused as exc:
+                raise _unauthorized(str(exc)) from None
+        holder = token_store(request).holder(token)
         if holder is None:
             raise _unauthorized("the bearer token is unknown or revoked")
         return Actor(f"token:{holder}")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -30,3 +30,31 @@ class AdminSettings(BaseSettings):
 
     check_source_address: str | None = None
     """Local address connection checks connect from, on hosts with several (as `accounts check --source-address`); by default the system picks."""
+
+    oidc_issuer: str | None = None
+    """Issuer (the iss claim) of OIDC access tokens to accept as bearer tokens, besides admin tokens. Set together with MAILINTAKE_ADMIN_OIDC_AUDIENCE and MAILINTAKE_ADMIN_OIDC_JWKS_URL; unset, only admin tokens are accepted."""
+
+    oidc_audience: str | None = None
+    """Audience (the aud claim) an OIDC access token must name: the client id or API identifier registered for mailintake."""
+
+    oidc_jwks_url: str | None = Field(default=None, validate_default=True)
+    """URL of the identity provider's signing keys (JWKS), e.g. https://login.example.com/.well-known/jwks.json; use https."""
+
+    oidc_actor_claim: str = "sub"
+    """Claim of an OIDC token that names the caller in the audit log (as oidc:<value>), e.g. sub or preferred_username."""
+
+    @field_validator("oidc_jwks_url")
+    @classmethod
+    def _oidc_all_or_nothing(cls, value: str | None, info: ValidationInfo) -> str | None:
+        # On the last of the three, so the error names a variable; it runs even when unset (validate_default).
+        given = [value, info.data.get("oidc_issuer"), info.data.get("oidc_audience")]
+        if any(given) and not all(given):
+            raise ValueError(
+                "MAILINTAKE_ADMIN_OIDC_ISSUER, MAILINTAKE_ADMIN_OIDC_AUDIENCE and MAILINTAKE_ADMIN_OIDC_JWKS_URL "
+                "go together: set all three or none"
+            )
+        return value
+
+    @property
+    def oidc_configured(self) -> bool:
+        return self.oidc_issuer is not None
