@@ -138,6 +138,28 @@ def parse_draft(document: Mapping[str, Any]) -> AccountDraft:
         raise InvalidAccount(validation_problems(error)) from None
 
 
+def kept_password(draft: AccountDraft, stored: Account | None) -> SecretStr:
+    """The draft's password, or the stored one when the draft leaves it empty.
+
+    The stored password is kept only for the same server, security and CA: otherwise
+    anyone with an admin token could point an account at a server of their own, or at
+    plain text, and read the password off the wire. Write-only means that, too.
+    """
+    if draft.password is not None:
+        return draft.password
+    if stored is None:
+        raise InvalidAccount([FieldProblem("password", "a new account needs a password")])
+    moved = [
+        name for name in ("protocol", "host", "port", "security", "ca_file") if getattr(draft, name) != getattr(stored, name)
+    ]
+    if moved:
+        raise InvalidAccount(
+            [FieldProblem("password", f"enter the password again: {', '.join(moved)} changed, and the stored "
+                          "password is only ever sent to the server it was entered for")]
+        )
+    return stored.password
+
+
 class AccountEditor:
     """Create, update, delete, enable, disable and check stored accounts, each change audited."""
 
@@ -174,9 +196,7 @@ class AccountEditor:
     def create(self, draft: AccountDraft, actor: str) -> Account:
         if self._store.get(draft.id) is not None:
             raise AccountExists(f"an account with id {draft.id!r} exists already; edit it instead")
-        if draft.password is None:
-            raise InvalidAccount([FieldProblem("password", "a new account needs a password")])
-        account = self._checked(draft.with_password(draft.password))
+        account = self._checked(draft.with_password(kept_password(draft, None)))
         self._store.upsert(account)
         self._audit.record(actor, "account.create", account.id)
         return account
@@ -184,8 +204,7 @@ class AccountEditor:
     def update(self, account_id: str, draft: AccountDraft, actor: str) -> Account:
         if draft.id != account_id:
             raise InvalidAccount([FieldProblem("id", f"an account's id cannot change (this is {account_id!r})")])
-        stored = self._stored(account_id)
-        account = self._checked(draft.with_password(draft.password or stored.password))
+        account = self._checked(draft.with_password(kept_password(draft, self._stored(account_id))))
         change = self._store.upsert(account)
         if change.action is ChangeAction.CHANGED:
             self._audit.record(actor, "account.update", account_id, change.fields)
@@ -207,14 +226,11 @@ class AccountEditor:
 
     def check_draft(self, draft: AccountDraft) -> CheckReport:
         """Check an unsaved account; an empty password takes the stored one of the same id, if any."""
-        password = draft.password
-        if password is None:
-            stored = self._store.get(draft.id)
-            if stored is None:
-                raise InvalidAccount([FieldProblem("password", "enter the password to check a new account")])
-            password = stored.password
+        stored = None if draft.password is not None else self._store.get(draft.id)
         return check_account(
-            draft.with_password(password), timeout=self._check_timeout, source_address=self._check_source
+            draft.with_password(kept_password(draft, stored)),
+            timeout=self._check_timeout,
+            source_address=self._check_source,
         )
 
     # --- internals -------------------------------------------------------------

@@ -71,7 +71,7 @@ GROUPS: tuple[FormGroup, ...] = (
                       "the system's, for a private certificate authority."),
             FormField("username", "User name", Kind.TEXT, SHARED_MAILBOX_HELP, required=True),
             FormField("password", "Password", Kind.PASSWORD, "Never shown again once saved. When editing, leave empty "
-                      "to keep the stored password."),
+                      "to keep the stored password, unless the server, port, security or CA file changes."),
             FormField("prevent_plaintext_login", "Prevent text-only login", Kind.CHECKBOX, "Never send the password "
                       "with IMAP LOGIN or POP3 USER/PASS; use SASL PLAIN only. Needed for passwords with non-ASCII "
                       "characters."),

@@ -116,6 +116,27 @@ def test_an_unsaved_account_needs_a_password_to_be_checked_or_created(stack, api
         assert [p["field"] for p in response.json()["detail"]] == ["password"]
 
 
+def test_the_stored_password_is_never_sent_to_another_server(stack, api, account_document, hostile_imap_server):
+    document = account_document(stack.user("demo"))
+    assert api.post("/api/accounts", json=document).status_code == 201
+    elsewhere = [
+        {"host": "127.0.0.1", "port": hostile_imap_server, "security": "none", "prevent_plaintext_login": False},
+        {"port": stack.imap_port, "security": "starttls"},
+        {"ca_file": None},
+    ]
+    for moved in elsewhere:
+        draft = document | moved | {"password": ""}
+        for refused in (api.put(f"/api/accounts/{document['id']}", json=draft), api.post("/api/accounts/check", json=draft)):
+            assert refused.status_code == 422, refused.text
+            [problem] = refused.json()["detail"]
+            assert problem["field"] == "password" and "enter the password again" in problem["msg"]
+    assert api.get(f"/api/accounts/{document['id']}").json()["account"]["port"] == stack.imaps_port
+    # With the password typed again, the move is fine.
+    moved = document | elsewhere[1]
+    assert api.put(f"/api/accounts/{document['id']}", json=moved).status_code == 200
+    assert api.post(f"/api/accounts/{document['id']}/check").json()["ok"] is True
+
+
 @pytest.mark.parametrize(
     ("fields", "field", "why"),
     [
