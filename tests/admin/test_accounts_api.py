@@ -245,3 +245,12 @@ def test_the_openapi_document_describes_the_accounts_api(anonymous):
     shown = document["components"]["schemas"]["StoredAccountOut"]["properties"]
     assert "password" not in shown and "ticket_options" in shown
     assert document["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
+
+
+def test_without_the_encryption_key_the_accounts_api_says_which_variable_to_set(api, monkeypatch):
+    monkeypatch.delenv("MAILINTAKE_ACCOUNTS_ENCRYPTION_KEYS", raising=False)
+    monkeypatch.delenv("MAILINTAKE_ACCOUNTS_ENCRYPTION_KEY_FILE", raising=False)
+    response = api.get("/api/accounts")
+    assert response.status_code == 503
+    assert "MAILINTAKE_ACCOUNTS_ENCRYPTION_KEYS" in response.json()["detail"]
+    assert api.get("/api/tickets").status_code == 200, "the ticket API needs no key"

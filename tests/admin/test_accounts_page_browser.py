@@ -156,3 +156,23 @@ def test_a_hostile_servers_reply_is_shown_as_text(page, hostile_imap_server):
     assert page.title() != "pwned"
     capabilities = page.locator("#check-steps li").nth(2).text_content()
     assert "<i>X-HTML</i>" in capabilities
+
+
+def test_disable_enable_and_delete_from_the_list(stack, page, api, account_document):
+    document = account_document(stack.user("demo"))
+    assert api.post("/api/accounts", json=document).status_code == 201
+    page.goto("/accounts")
+    row = page.locator(f'tr[data-account-id="{document["id"]}"]')
+    from playwright.sync_api import expect
+
+    row.get_by_role("button", name="Disable").click()
+    expect(row.locator(".status")).to_have_text("disabled")
+    row.get_by_role("button", name="Enable").click()
+    expect(row.locator(".status")).to_have_text("never polled")
+
+    questions = []
+    page.once("dialog", lambda dialog: (questions.append(dialog.message), dialog.accept()))
+    row.get_by_role("button", name="Delete").click()
+    expect(row).to_have_count(0)
+    assert questions == [f"Delete the account {document['id']}?"]
+    assert api.get(f"/api/accounts/{document['id']}").status_code == 404
