@@ -176,3 +176,18 @@ def test_disable_enable_and_delete_from_the_list(stack, page, api, account_docum
     expect(row).to_have_count(0)
     assert questions == [f"Delete the account {document['id']}?"]
     assert api.get(f"/api/accounts/{document['id']}").status_code == 404
+
+
+def test_a_revoked_token_ends_the_session_at_the_next_request(stack, page, unique):
+    from typer.testing import CliRunner
+
+    from mailintake.cli import app as cli
+
+    page.goto("/accounts/new")
+    revoked = CliRunner().invoke(
+        cli, ["admin", "token", "revoke", f"tester-{unique}"], env={"MAILINTAKE_ADMIN_DATABASE_URL": stack.database_url}
+    )
+    assert revoked.exit_code == 0, revoked.output
+    assert check_connection(page) == "Cannot check: your session has ended; log in again."
+    page.goto("/accounts")
+    assert page.url.endswith("/login")

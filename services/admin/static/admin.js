@@ -35,6 +35,11 @@ async function checkConnection(button) {
       headers: { Accept: "application/json" },
       credentials: "same-origin",
     });
+    if (response.redirected) {
+      // The server sends an ended session to the login page.
+      show(message, "Cannot check: your session has ended; log in again.");
+      return;
+    }
     const body = await response.json().catch(() => null);
     if (!response.ok || body === null) {
       const problems = body && Array.isArray(body.detail)
