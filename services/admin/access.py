@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Engine, func, insert, select, update
+from sqlalchemy import Connection, Engine, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from services.admin.tables import AdminToken, AuditEntry
@@ -119,9 +119,12 @@ class AuditLog:
 
     def record(self, actor: str, action: str, target: str, fields: Sequence[str] = ()) -> None:
         with self._engine.begin() as connection:
-            connection.execute(
-                insert(AuditEntry).values(actor=actor, action=action, target=target, fields=list(fields))
-            )
+            self.write(connection, actor, action, target, fields)
+
+    @staticmethod
+    def write(connection: Connection, actor: str, action: str, target: str, fields: Sequence[str] = ()) -> None:
+        """Append an entry in the caller's transaction, so it stands or falls with the change it records."""
+        connection.execute(insert(AuditEntry).values(actor=actor, action=action, target=target, fields=list(fields)))
 
     def entries(self, target: str | None = None, limit: int = 100) -> list[AuditRecord]:
         """Newest first."""

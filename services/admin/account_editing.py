@@ -1,10 +1,11 @@
 """Editing stored accounts for the admin API and the web page: one path for both.
 
 The pure part turns what a client sent (JSON, or the page's form fields read by
-``account_form``) into an :class:`AccountDraft` or a list of :class:`FieldProblem`; :class:`AccountEditor` is the
-edge that checks reference data, keeps the stored password when a draft leaves it
-empty, writes through :class:`~services.fetcher.account_store.AccountStore` and records
-each change in the audit log. Passwords go in, never out: no model here returns one,
+``account_form``) into an :class:`AccountDraft` or a list of :class:`FieldProblem`.
+:class:`AccountEditor` is the edge: it checks reference data, keeps the stored password
+when a draft leaves it empty, and writes through
+:class:`~services.fetcher.account_store.AccountStore` with each change's audit entry in
+the change's own transaction. Passwords go in, never out: no model here returns one,
 and no problem message repeats what was typed.
 """
 
@@ -16,13 +17,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
-from sqlalchemy import Engine, select
+from sqlalchemy import Connection, Engine, select
 
 from mailintake.contracts.records import SenderIdentity
 from services.admin.access import AuditLog
 from services.admin.tickets_api import UtcDatetime
 from services.fetcher.account import Account
-from services.fetcher.account_store import AccountStore, ChangeAction
+from services.fetcher.account_store import AccountChange, AccountStore, ChangeAction, ChangeHook
 from services.fetcher.connection_check import CheckReport, check_account
 from services.fetcher.tables import AccountStatus
 from services.ticketer.reference_data import missing_reference_data
@@ -163,12 +164,9 @@ def kept_password(draft: AccountDraft, stored: Account | None) -> SecretStr:
 class AccountEditor:
     """Create, update, delete, enable, disable and check stored accounts, each change audited."""
 
-    def __init__(
-        self, engine: Engine, store: AccountStore, audit: AuditLog, check_timeout: float, check_source: str | None = None
-    ) -> None:
+    def __init__(self, engine: Engine, store: AccountStore, check_timeout: float, check_source: str | None = None) -> None:
         self._engine = engine
         self._store = store
-        self._audit = audit
         self._check_timeout = check_timeout
         self._check_source = check_source
 
@@ -194,31 +192,46 @@ class AccountEditor:
 
     # --- writing ---------------------------------------------------------------
     def create(self, draft: AccountDraft, actor: str) -> Account:
-        if self._store.get(draft.id) is not None:
-            raise AccountExists(f"an account with id {draft.id!r} exists already; edit it instead")
         account = self._checked(draft.with_password(kept_password(draft, None)))
-        self._store.upsert(account)
-        self._audit.record(actor, "account.create", account.id)
+
+        def audit(connection: Connection, change: AccountChange) -> None:
+            if change.action is not ChangeAction.ADDED:
+                raise AccountExists(f"an account with id {account.id!r} exists already; edit it instead")
+            AuditLog.write(connection, actor, "account.create", account.id)
+
+        if self._store.upsert(account, on_change=audit).action is ChangeAction.UNCHANGED:
+            raise AccountExists(f"an account with id {account.id!r} exists already; edit it instead")
         return account
 
     def update(self, account_id: str, draft: AccountDraft, actor: str) -> Account:
         if draft.id != account_id:
             raise InvalidAccount([FieldProblem("id", f"an account's id cannot change (this is {account_id!r})")])
         account = self._checked(draft.with_password(kept_password(draft, self._stored(account_id))))
-        change = self._store.upsert(account)
-        if change.action is ChangeAction.CHANGED:
-            self._audit.record(actor, "account.update", account_id, change.fields)
+
+        def audit(connection: Connection, change: AccountChange) -> None:
+            if change.action is ChangeAction.ADDED:
+                raise AccountNotFound(f"no account with id {account_id!r} (it was deleted meanwhile)")
+            AuditLog.write(connection, actor, "account.update", account_id, change.fields)
+
+        self._store.upsert(account, on_change=audit)
         return account
 
     def delete(self, account_id: str, actor: str) -> None:
-        if not self._store.delete(account_id):
+        if not self._store.delete(account_id, on_change=self._audited(actor, "account.delete")):
             raise AccountNotFound(f"no account with id {account_id!r}")
-        self._audit.record(actor, "account.delete", account_id)
 
     def set_enabled(self, account_id: str, enabled: bool, actor: str) -> None:
-        if not self._store.set_enabled(account_id, enabled):
+        """A change is audited; enabling an enabled account changes nothing and records nothing."""
+        action = "account.enable" if enabled else "account.disable"
+        if not self._store.set_enabled(account_id, enabled, on_change=self._audited(actor, action)):
             raise AccountNotFound(f"no account with id {account_id!r}")
-        self._audit.record(actor, "account.enable" if enabled else "account.disable", account_id, ["enabled"])
+
+    @staticmethod
+    def _audited(actor: str, action: str) -> ChangeHook:
+        def audit(connection: Connection, change: AccountChange) -> None:
+            AuditLog.write(connection, actor, action, change.account_id, change.fields)
+
+        return audit
 
     # --- checking --------------------------------------------------------------
     def check_stored(self, account_id: str) -> CheckReport:

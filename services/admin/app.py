@@ -57,8 +57,7 @@ def create_app(settings: AdminSettings, cipher: PasswordCipher | None = None) ->
 
         key = cipher or cipher_from_settings(load_settings(AccountEncryptionSettings))
         return AccountEditor(
-            engine, AccountStore(engine, key), app.state.audit_log,
-            settings.check_timeout_seconds, settings.check_source_address,
+            engine, AccountStore(engine, key), settings.check_timeout_seconds, settings.check_source_address
         )
 
     app.state.account_editor = account_editor

@@ -254,3 +254,27 @@ def test_without_the_encryption_key_the_accounts_api_says_which_variable_to_set(
     assert response.status_code == 503
     assert "MAILINTAKE_ACCOUNTS_ENCRYPTION_KEYS" in response.json()["detail"]
     assert api.get("/api/tickets").status_code == 200, "the ticket API needs no key"
+
+
+def test_a_change_and_its_audit_entry_stand_or_fall_together(stack, account_document):
+    from services.admin.account_editing import AccountDraft
+    from services.fetcher.account_store import AccountStore
+    from services.fetcher.password_cipher import cipher_from_settings
+    from services.fetcher.settings import AccountEncryptionSettings
+
+    store = AccountStore(engine_for(stack.database_url), cipher_from_settings(AccountEncryptionSettings()))
+    draft = AccountDraft.model_validate(account_document(stack.user("demo")))
+    account = draft.with_password(draft.password)
+
+    def failing_audit(connection, change):
+        raise RuntimeError("the audit log is unavailable")
+
+    with pytest.raises(RuntimeError):
+        store.upsert(account, on_change=failing_audit)
+    assert store.get(account.id) is None, "no change without its audit entry"
+    store.upsert(account)
+    with pytest.raises(RuntimeError):
+        store.set_enabled(account.id, False, on_change=failing_audit)
+    with pytest.raises(RuntimeError):
+        store.delete(account.id, on_change=failing_audit)
+    assert store.get(account.id).enabled is True
