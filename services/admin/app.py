@@ -92,4 +92,11 @@ def serve(settings: AdminSettings) -> None:
 
     configure_logging("admin", settings.log_level)
     # log_config=None keeps the JSON logging configured above instead of uvicorn's own.
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_config=None)
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        proxy_headers=True,
+        forwarded_allow_ips=settings.forwarded_allow_ips,
+    )

@@ -25,6 +25,9 @@ class AdminSettings(BaseSettings):
     log_level: str = Field(default="INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")
     """Lowest level logged: DEBUG, INFO, WARNING or ERROR."""
 
+    forwarded_allow_ips: str = "127.0.0.1"
+    """Comma-separated addresses of the reverse proxies (e.g. the ingress) whose X-Forwarded-Proto and X-Forwarded-For are trusted, or *. Behind a proxy that ends TLS this makes the page's session cookie Secure."""
+
     check_timeout_seconds: float = Field(default=15.0, gt=0, le=120)
     """Timeout of each step of a connection check started from the API or the page."""
 

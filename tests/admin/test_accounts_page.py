@@ -147,3 +147,13 @@ def test_the_form_fields_become_the_api_document():
     assert document["ticket_options"]["resource"] == "desk" and document["ticket_options"]["auto_bundle"] is False
     assert document["prevent_ntlm"] is True and document["prevent_plaintext_login"] is False
     assert "csrf_token" not in document and document["port"] == "993"
+
+
+def test_over_https_the_session_cookie_is_secure(admin_app, admin_token):
+    with TestClient(admin_app, base_url="https://admin.example.test") as client:
+        cookie = log_in(client, admin_token).headers["set-cookie"]
+    assert "; Secure" in cookie and "HttpOnly" in cookie
+
+
+def test_the_plain_http_session_cookie_is_not_marked_secure(anonymous, admin_token):
+    assert "Secure" not in log_in(anonymous, admin_token).headers["set-cookie"]
