@@ -120,13 +120,10 @@ class AccountExists(ValueError):
     pass
 
 
-def validation_problems(error: ValidationError, skip: int = 0) -> list[FieldProblem]:
-    """The problems of a pydantic error, one per field; ``skip`` drops leading location parts (FastAPI's "body").
-
-    The input is never included: it may be a password.
-    """
+def validation_problems(error: ValidationError) -> list[FieldProblem]:
+    """The problems of a pydantic error, one per field. The input is never included: it may be a password."""
     return [
-        FieldProblem(".".join(str(part) for part in item["loc"][skip:]), item["msg"])
+        FieldProblem(".".join(str(part) for part in item["loc"]), item["msg"])
         for item in error.errors(include_input=False, include_url=False)
     ]
 
@@ -172,7 +169,7 @@ class AccountEditor:
 
     # --- reading ---------------------------------------------------------------
     def views(self) -> list[AccountView]:
-        """Every account with its status; needs no key."""
+        """Every account with its status; no password is decrypted."""
         statuses = self._statuses()
         return [
             AccountView(account=StoredAccountOut.model_validate(account.model_dump(exclude={"password"})), status=statuses.get(account.id))

@@ -10,6 +10,7 @@ refused with 403 before anything is read from it.
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, quote
@@ -18,6 +19,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
+from starlette.concurrency import run_in_threadpool
 from sqlalchemy import select
 
 from services.admin.access import csrf_token_matches
@@ -59,15 +61,23 @@ async def form_fields(request: Request) -> dict[str, str]:
         raise PageRefused(400, "the form is not UTF-8") from None
 
 
-async def session_form(request: Request) -> tuple[Actor, dict[str, str]]:
-    """The session's actor and the posted form, or PageRefused: 401 without a session, 403 without its CSRF token."""
-    actor = actor_from_cookie(request)
-    if actor is None:
-        raise PageRefused(401, "your session has ended: log in again")
+async def in_session(request: Request, handle: Callable[[Actor, dict[str, str]], Response]) -> Response:
+    """Read the posted form, then, in the threadpool (it queries the database and may
+    check a mail server), check the session and its CSRF token and call ``handle``.
+
+    PageRefused: 401 without a session, 403 without the session's CSRF token.
+    """
     fields = await form_fields(request)
-    if not csrf_token_matches(actor.session_token, fields.get("csrf_token")):
-        raise PageRefused(403, "CSRF token missing or wrong: reload the page and try again")
-    return actor, fields
+
+    def checked() -> Response:
+        actor = actor_from_cookie(request)
+        if actor is None:
+            raise PageRefused(401, "your session has ended: log in again")
+        if not csrf_token_matches(actor.session_token, fields.get("csrf_token")):
+            raise PageRefused(403, "CSRF token missing or wrong: reload the page and try again")
+        return handle(actor, fields)
+
+    return await run_in_threadpool(checked)
 
 
 def _editor(request: Request) -> AccountEditor:
@@ -126,25 +136,16 @@ def mount_pages(app: FastAPI) -> None:
     @app.post("/login", include_in_schema=False)
     async def login(request: Request) -> Response:
         fields = await form_fields(request)
-        expected = request.cookies.get(LOGIN_CSRF_COOKIE)
-        if not expected or not secrets.compare_digest(expected, fields.get("csrf_token", "")):
-            raise PageRefused(403, "CSRF token missing or wrong: reload the login page and try again")
-        token = fields.get("token", "").strip()
-        if not token or token_store(request).holder(token) is None:
-            return _login_page(request, error="This token is unknown or revoked.", status=401)
-        response = RedirectResponse("/accounts", status_code=303)
-        response.set_cookie(
-            SESSION_COOKIE, token, httponly=True, samesite="strict", secure=request.url.scheme == "https", path="/"
-        )
-        response.delete_cookie(LOGIN_CSRF_COOKIE, path="/login")
-        return response
+        return await run_in_threadpool(_log_in, request, fields)
 
     @app.post("/logout", include_in_schema=False)
     async def logout(request: Request) -> Response:
-        await session_form(request)
-        response = _to_login()
-        response.delete_cookie(SESSION_COOKIE, path="/")
-        return response
+        def log_out(actor: Actor, fields: dict[str, str]) -> Response:
+            response = _to_login()
+            response.delete_cookie(SESSION_COOKIE, path="/")
+            return response
+
+        return await in_session(request, log_out)
 
     @app.get("/accounts", include_in_schema=False)
     def accounts_page(request: Request, saved: str | None = None) -> Response:
@@ -164,16 +165,22 @@ def mount_pages(app: FastAPI) -> None:
 
     @app.post("/accounts/new", include_in_schema=False)
     async def create_account(request: Request) -> Response:
-        actor, fields = await session_form(request)
-        try:
-            draft = parse_draft(form_document(fields))
-            _editor(request).create(draft, actor.name)
-        except InvalidAccount as exc:
-            return _form_page(request, actor, editing=None, values=submitted_values(fields), problems=exc.problems, status=422)
-        except AccountExists as exc:
-            problems = [FieldProblem("id", str(exc))]
-            return _form_page(request, actor, editing=None, values=submitted_values(fields), problems=problems, status=409)
-        return RedirectResponse(f"/accounts?saved={quote(draft.id)}", status_code=303)
+        def create(actor: Actor, fields: dict[str, str]) -> Response:
+            try:
+                draft = parse_draft(form_document(fields))
+                _editor(request).create(draft, actor.name)
+            except InvalidAccount as exc:
+                return _form_page(
+                    request, actor, editing=None, values=submitted_values(fields), problems=exc.problems, status=422
+                )
+            except AccountExists as exc:
+                problems = [FieldProblem("id", str(exc))]
+                return _form_page(
+                    request, actor, editing=None, values=submitted_values(fields), problems=problems, status=409
+                )
+            return RedirectResponse(f"/accounts?saved={quote(draft.id)}", status_code=303)
+
+        return await in_session(request, create)
 
     @app.get("/accounts/{account_id}/edit", include_in_schema=False)
     def edit_account_page(request: Request, account_id: str) -> Response:
@@ -188,42 +195,66 @@ def mount_pages(app: FastAPI) -> None:
 
     @app.post("/accounts/{account_id}/edit", include_in_schema=False)
     async def update_account(request: Request, account_id: str) -> Response:
-        actor, fields = await session_form(request)
-        fields["id"] = account_id
-        try:
-            _editor(request).update(account_id, parse_draft(form_document(fields)), actor.name)
-        except InvalidAccount as exc:
-            return _form_page(
-                request, actor, editing=account_id, values=submitted_values(fields), problems=exc.problems, status=422
-            )
-        except AccountNotFound as exc:
-            raise PageRefused(404, str(exc)) from None
-        return RedirectResponse(f"/accounts?saved={quote(account_id)}", status_code=303)
+        def update(actor: Actor, fields: dict[str, str]) -> Response:
+            fields["id"] = account_id
+            try:
+                _editor(request).update(account_id, parse_draft(form_document(fields)), actor.name)
+            except InvalidAccount as exc:
+                return _form_page(
+                    request, actor, editing=account_id, values=submitted_values(fields), problems=exc.problems, status=422
+                )
+            except AccountNotFound as exc:
+                raise PageRefused(404, str(exc)) from None
+            return RedirectResponse(f"/accounts?saved={quote(account_id)}", status_code=303)
+
+        return await in_session(request, update)
 
     @app.post("/accounts/{account_id}/{action}", include_in_schema=False)
     async def account_action(request: Request, account_id: str, action: str) -> Response:
-        actor, _ = await session_form(request)
-        editor = _editor(request)
-        try:
-            if action == "delete":
-                editor.delete(account_id, actor.name)
-            elif action in ("enable", "disable"):
-                editor.set_enabled(account_id, action == "enable", actor.name)
-            else:
-                raise PageRefused(404, f"no action {action!r}")
-        except AccountNotFound as exc:
-            raise PageRefused(404, str(exc)) from None
-        return RedirectResponse("/accounts", status_code=303)
+        if action not in ("delete", "enable", "disable"):
+            raise PageRefused(404, f"no action {action!r}")
+
+        def act(actor: Actor, fields: dict[str, str]) -> Response:
+            editor = _editor(request)
+            try:
+                if action == "delete":
+                    editor.delete(account_id, actor.name)
+                else:
+                    editor.set_enabled(account_id, action == "enable", actor.name)
+            except AccountNotFound as exc:
+                raise PageRefused(404, str(exc)) from None
+            return RedirectResponse("/accounts", status_code=303)
+
+        return await in_session(request, act)
 
     @app.post("/accounts/check", include_in_schema=False)
     async def check_form(request: Request) -> Response:
         """The form's "Check connection": the report as JSON, which the page's script shows."""
-        _, fields = await session_form(request)
-        try:
-            report = _editor(request).check_draft(parse_draft(form_document(fields)))
-        except InvalidAccount as exc:
-            return problems_response(exc.problems)
-        return JSONResponse(report.model_dump(mode="json"))
+
+        def check(actor: Actor, fields: dict[str, str]) -> Response:
+            try:
+                report = _editor(request).check_draft(parse_draft(form_document(fields)))
+            except InvalidAccount as exc:
+                return problems_response(exc.problems)
+            return JSONResponse(report.model_dump(mode="json"))
+
+        return await in_session(request, check)
+
+
+def _log_in(request: Request, fields: dict[str, str]) -> Response:
+    """Check the login form's double-submit CSRF token and the admin token, then set the session cookie."""
+    expected = request.cookies.get(LOGIN_CSRF_COOKIE)
+    if not expected or not secrets.compare_digest(expected, fields.get("csrf_token", "")):
+        raise PageRefused(403, "CSRF token missing or wrong: reload the login page and try again")
+    token = fields.get("token", "").strip()
+    if not token or token_store(request).holder(token) is None:
+        return _login_page(request, error="This token is unknown or revoked.", status=401)
+    response = RedirectResponse("/accounts", status_code=303)
+    response.set_cookie(
+        SESSION_COOKIE, token, httponly=True, samesite="strict", secure=request.url.scheme == "https", path="/"
+    )
+    response.delete_cookie(LOGIN_CSRF_COOKIE, path="/login")
+    return response
 
 
 def _login_page(request: Request, error: str | None = None, status: int = 200) -> HTMLResponse:

@@ -191,3 +191,42 @@ def test_a_revoked_token_ends_the_session_at_the_next_request(stack, page, uniqu
     assert check_connection(page) == "Cannot check: your session has ended; log in again."
     page.goto("/accounts")
     assert page.url.endswith("/login")
+
+
+def test_a_slow_check_from_the_page_does_not_hold_up_other_requests(served_admin, admin_token):
+    """The page's handlers are async; the check must run in the threadpool, not on the event loop."""
+    import re
+
+    import httpx
+
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def silent_server() -> None:
+        # Accept, say nothing for three seconds, hang up: the check waits for a greeting meanwhile.
+        connection, _ = listener.accept()
+        time.sleep(3)
+        connection.close()
+
+    threading.Thread(target=silent_server, daemon=True).start()
+    with httpx.Client(base_url=served_admin, timeout=30) as client:
+        login = client.get("/login")
+        csrf = re.search(r'name="csrf_token" value="([^"]+)"', login.text).group(1)
+        client.post("/login", data={"csrf_token": csrf, "token": admin_token})
+        csrf = re.search(r'name="csrf_token" value="([^"]+)"', client.get("/accounts/new").text).group(1)
+        form = {
+            "csrf_token": csrf, "id": "silent", "name": "Silent", "protocol": "imap", "host": "127.0.0.1",
+            "port": str(listener.getsockname()[1]), "security": "none", "username": "someone", "password": "x",
+        }
+        reports = []
+        checking = threading.Thread(target=lambda: reports.append(client.post("/accounts/check", data=form)))
+        started = time.monotonic()
+        checking.start()
+        time.sleep(0.5)
+        answered = httpx.get(f"{served_admin}/livez", timeout=5)
+        answered_after = time.monotonic() - started
+        checking.join(timeout=30)
+    listener.close()
+    assert answered.status_code == 200 and answered_after < 2.5, f"/livez waited {answered_after:.1f} s for the check"
+    [report] = reports
+    assert report.status_code == 200 and report.json()["ok"] is False
+    assert time.monotonic() - started >= 3, "the check really waited for the silent server"
