@@ -13,7 +13,7 @@ bearer requests need no CSRF token.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request
@@ -37,7 +37,8 @@ class Actor:
     """An authenticated caller. ``name`` is what the audit log records as "who"."""
 
     name: str
-    session_token: str | None = None
+    # repr=False: an actor may end up in a log line or a traceback; its token must not.
+    session_token: str | None = field(default=None, repr=False)
     """The cookie's token when the caller came through the web page, else None."""
 
     @property

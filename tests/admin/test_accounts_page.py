@@ -157,3 +157,11 @@ def test_over_https_the_session_cookie_is_secure(admin_app, admin_token):
 
 def test_the_plain_http_session_cookie_is_not_marked_secure(anonymous, admin_token):
     assert "Secure" not in log_in(anonymous, admin_token).headers["set-cookie"]
+
+
+def test_an_actor_never_shows_its_session_token():
+    from services.admin.authentication import Actor
+
+    actor = Actor("token:alice", session_token="mi_secret-session-token")
+    assert "mi_secret-session-token" not in repr(actor) and "token:alice" in repr(actor)
+    assert actor.csrf_token and actor.csrf_token != "mi_secret-session-token"
