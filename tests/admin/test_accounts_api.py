@@ -278,3 +278,52 @@ def test_a_change_and_its_audit_entry_stand_or_fall_together(stack, account_docu
     with pytest.raises(RuntimeError):
         store.delete(account.id, on_change=failing_audit)
     assert store.get(account.id).enabled is True
+
+
+def test_the_served_app_logs_no_password_even_at_debug(stack, admin_token, account_document):
+    """`mailintake run admin` with its JSON logs and uvicorn's access log, at DEBUG."""
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    password = "Pa55-served-needle-" + account_document(stack.user("demo"))["id"]
+    from mailintake.stack import add_mail_user
+
+    document = account_document(add_mail_user(f"served{password[-10:]}", password))
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mailintake", "run", "admin"],
+        env={
+            **os.environ, "MAILINTAKE_ADMIN_PORT": str(port), "MAILINTAKE_ADMIN_LOG_LEVEL": "DEBUG",
+            # The wrong password below must not slow other tests' logins from 127.0.0.1 (Dovecot's penalty).
+            "MAILINTAKE_ADMIN_CHECK_SOURCE_ADDRESS": f"127.0.{port % 250 + 2}.{port // 250 % 250 + 2}",
+        },
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    statuses = []
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers={"Authorization": f"Bearer {admin_token}"}, timeout=30) as client:
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                try:
+                    client.get("/livez")
+                    break
+                except httpx.TransportError:
+                    time.sleep(0.2)
+            statuses.append(client.post("/api/accounts", json=document).status_code)
+            statuses.append(client.post(f"/api/accounts/{document['id']}/check").status_code)
+            statuses.append(client.post("/api/accounts/check", json=document | {"password": password + "-wrong"}).status_code)
+            statuses.append(client.put(f"/api/accounts/{document['id']}", json=document | {"port": "not a port"}).status_code)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=30)
+    assert statuses == [201, 200, 200, 422], output[-3000:]
+    assert f"/api/accounts/{document['id']}/check" in output, "the access log was captured"
+    assert password not in output
