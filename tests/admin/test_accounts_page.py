@@ -134,6 +134,10 @@ def test_a_malicious_name_and_server_reply_are_shown_as_text(stack, browser_like
     assert MALICIOUS not in listing
     assert "&lt;script&gt;window.pwned=1&lt;/script&gt;&lt;img src=x onerror=&#34;alert(1)&#34;&gt;" in listing
     assert "failing ×1 at authentication" in listing and "1.5 s" in listing
+    edit = browser_like.get(f"/accounts/{document['id']}/edit").text
+    assert MALICIOUS not in edit and 'value="&lt;script&gt;window.pwned=1' in edit
+    reflected = browser_like.get("/accounts", params={"saved": MALICIOUS}).text
+    assert MALICIOUS not in reflected and "Saved account <strong>&lt;script&gt;" in reflected
     status = browser_like.get(f"/api/accounts/{document['id']}").json()["status"]
     assert status["last_error"] == f"NO {MALICIOUS}" and status["consecutive_failures"] == 1
     assert status["last_error_at"].endswith("Z") and status["last_error_at"] == status["last_poll_at"]
