@@ -169,3 +169,10 @@ def test_an_actor_never_shows_its_session_token():
     actor = Actor("token:alice", session_token="mi_secret-session-token")
     assert "mi_secret-session-token" not in repr(actor) and "token:alice" in repr(actor)
     assert actor.csrf_token and actor.csrf_token != "mi_secret-session-token"
+
+
+def test_pages_allow_only_their_own_script_and_no_framing(anonymous, browser_like):
+    for response in (anonymous.get("/login"), browser_like.get("/accounts"), browser_like.get("/accounts/new")):
+        policy = response.headers["content-security-policy"]
+        assert "script-src 'self'" in policy and "frame-ancestors 'none'" in policy and "form-action 'self'" in policy
+        assert "<script>" not in response.text, "no inline script, which the policy would block"

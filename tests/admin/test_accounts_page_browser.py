@@ -62,9 +62,12 @@ def served_admin(admin_app):
 
 @pytest.fixture
 def page(browser, served_admin, admin_token):
-    """A browser page logged in through the login form."""
+    """A browser page logged in through the login form; the test fails if the console shows an error."""
     context = browser.new_context(base_url=served_admin, viewport={"width": 1100, "height": 900})
     page = context.new_page()
+    # A blocked script or style (the pages' Content-Security-Policy) shows up as a console error.
+    console_errors = []
+    page.on("console", lambda message: console_errors.append(message.text) if message.type == "error" else None)
     page.goto("/accounts")
     assert page.url.endswith("/login")
     page.get_by_label("Admin token").fill(admin_token)
@@ -72,6 +75,7 @@ def page(browser, served_admin, admin_token):
     page.wait_for_url("**/accounts")
     yield page
     context.close()
+    assert console_errors == []
 
 
 def screenshot(page, name: str, *, full_page: bool = True) -> None:
