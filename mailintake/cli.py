@@ -10,6 +10,7 @@ import typer
 from mailintake.contracts.cli import topics_app
 from mailintake.dead_letters.cli import dlq_app
 from mailintake.stack.cli import stack_app
+from services.admin.token_commands import admin_app
 from services.fetcher.account_commands import import_command
 from services.fetcher.cli import accounts_app
 from services.ticketer.reference_data_cli import refdata_app
@@ -24,6 +25,7 @@ app.add_typer(topics_app, name="topics")
 app.add_typer(dlq_app, name="dlq")
 app.add_typer(accounts_app, name="accounts")
 app.add_typer(refdata_app, name="refdata")
+app.add_typer(admin_app, name="admin")
 
 db_app = typer.Typer(help="The PostgreSQL schema (Alembic migrations).", no_args_is_help=True)
 tickets_app = typer.Typer(help="Read tickets back.", no_args_is_help=True)

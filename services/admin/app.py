@@ -1,30 +1,70 @@
 """The admin service's FastAPI application (``mailintake run admin``).
 
-Today it serves the read-only ticket API and its OpenAPI document (``/openapi.json``,
-``/docs``), and ``/livez`` and ``/readyz`` for the orchestrator; account management and a
-web page are to join this same app.
+It serves the accounts web page (``/accounts``, with ``/login``), the accounts API
+(``/api/accounts``), the read-only ticket API, the audit log (``/api/audit``), the
+OpenAPI document (``/openapi.json``, ``/docs``), and ``/livez`` and ``/readyz`` for
+the orchestrator. Every route but those two, the login page and the OpenAPI document
+needs a token, or an OIDC access token where configured (see ``authentication``).
 """
 
 from __future__ import annotations
 
-from fastapi import FastAPI, Response
+from functools import cache
+
+from fastapi import Depends, FastAPI, Response
 from fastapi.responses import PlainTextResponse
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
 from mailintake.database import engine_for
+from services.admin.access import AuditLog, TokenStore
+from services.admin.account_editing import AccountEditor
+from services.admin.accounts_api import install_error_handlers
+from services.admin.accounts_api import router as accounts_router
+from services.admin.authentication import authenticated
+from services.admin.oidc import OidcVerifier
 from services.admin.settings import AdminSettings
 from services.admin.tickets_api import router as tickets_router
+from services.admin.web_pages import mount_pages
+from services.fetcher.password_cipher import PasswordCipher
 
 
-def create_app(settings: AdminSettings) -> FastAPI:
+def create_app(settings: AdminSettings, cipher: PasswordCipher | None = None) -> FastAPI:
+    """The app. ``cipher`` defaults to the key in MAILINTAKE_ACCOUNTS_ENCRYPTION_*, read on the first account request."""
     app = FastAPI(
         title="mailintake admin",
         version="1",
-        description="Read-only access to the tickets, users and locations mailintake keeps.",
+        description="Mail accounts (create, edit, check the connection), the audit log, and read-only access to the "
+        "tickets, users and locations mailintake keeps. Authenticate with a bearer token from "
+        "`mailintake admin token create NAME`.",
     )
-    app.state.engine = engine_for(settings.database_url.get_secret_value())
-    app.include_router(tickets_router)
+    engine = engine_for(settings.database_url.get_secret_value())
+    app.state.engine = engine
+    app.state.token_store = TokenStore(engine)
+    app.state.audit_log = AuditLog(engine)
+    app.state.oidc_verifier = (
+        OidcVerifier(settings.oidc_issuer, settings.oidc_audience, settings.oidc_jwks_url, settings.oidc_actor_claim)
+        if settings.oidc_configured
+        else None
+    )
+
+    @cache
+    def account_editor() -> AccountEditor:
+        from mailintake.runtime.settings import load_settings
+        from services.fetcher.account_store import AccountStore
+        from services.fetcher.password_cipher import cipher_from_settings
+        from services.fetcher.settings import AccountEncryptionSettings
+
+        key = cipher or cipher_from_settings(load_settings(AccountEncryptionSettings))
+        return AccountEditor(
+            engine, AccountStore(engine, key), settings.check_timeout_seconds, settings.check_source_address
+        )
+
+    app.state.account_editor = account_editor
+    install_error_handlers(app)
+    app.include_router(accounts_router)
+    app.include_router(tickets_router, dependencies=[Depends(authenticated)])
+    mount_pages(app)
 
     @app.get("/livez", include_in_schema=False, response_class=PlainTextResponse)
     def livez() -> str:
@@ -52,4 +92,11 @@ def serve(settings: AdminSettings) -> None:
 
     configure_logging("admin", settings.log_level)
     # log_config=None keeps the JSON logging configured above instead of uvicorn's own.
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_config=None)
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        proxy_headers=True,
+        forwarded_allow_ips=settings.forwarded_allow_ips,
+    )

@@ -12,7 +12,7 @@ Reports name changed fields, never their values.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -121,6 +121,10 @@ class AccountStatusView:
         if self.last_success_at:
             return f"ok {self.last_success_at:%Y-%m-%d %H:%M:%S}"
         return "never polled"
+
+
+ChangeHook = Callable[[Connection, AccountChange], None]
+"""Called with a real change inside its transaction (the admin's audit log); raising rolls the change back."""
 
 
 def settings_of(account: Account) -> dict[str, Any]:
@@ -246,22 +250,27 @@ class AccountStore:
                     self._apply(connection, change, by_id.get(change.account_id))
         return ImportReport(tuple(plan), written=not dry_run)
 
-    def upsert(self, account: Account) -> AccountChange:
+    def upsert(self, account: Account, *, on_change: ChangeHook | None = None) -> AccountChange:
         """Store one account; the revision moves only when something differs."""
         with self._engine.begin() as connection:
             self._lock(connection)
             row = connection.execute(select(StoredAccount).where(StoredAccount.id == account.id)).first()
             change = account_change(account, None if row is None else self._view(row))
             self._apply(connection, change, account)
+            if on_change is not None and change.action is not ChangeAction.UNCHANGED:
+                on_change(connection, change)
         return change
 
-    def delete(self, account_id: str) -> bool:
+    def delete(self, account_id: str, *, on_change: ChangeHook | None = None) -> bool:
         """Remove an account and its fetch status; its mailbox high-water marks stay, so re-adding it resumes."""
         with self._engine.begin() as connection:
             self._lock(connection)
-            return self._delete(connection, account_id)
+            deleted = self._delete(connection, account_id)
+            if deleted and on_change is not None:
+                on_change(connection, AccountChange(account_id, ChangeAction.REMOVED))
+        return deleted
 
-    def set_enabled(self, account_id: str, enabled: bool) -> bool:
+    def set_enabled(self, account_id: str, enabled: bool, *, on_change: ChangeHook | None = None) -> bool:
         """Enable or disable polling; False if there is no such account. A real change bumps the revision."""
         with self._engine.begin() as connection:
             self._lock(connection)
@@ -269,6 +278,8 @@ class AccountStore:
             if row is None:
                 return False
             if row.enabled != enabled:
+                if on_change is not None:
+                    on_change(connection, AccountChange(account_id, ChangeAction.CHANGED, ("enabled",)))
                 connection.execute(
                     update(StoredAccount)
                     .where(StoredAccount.id == account_id)

@@ -15,6 +15,7 @@ def test_migrated_database_matches_the_models(stack):
     from alembic.script import ScriptDirectory
 
     import mailintake.claim_check  # noqa: F401
+    import services.admin.tables  # noqa: F401
     import services.fetcher.tables  # noqa: F401
     import services.ticketer.tables  # noqa: F401
 

@@ -5,7 +5,8 @@ from sqlalchemy import create_engine, pool
 
 from mailintake import claim_check as _claim_check  # noqa: F401 - registers its table on Base
 from mailintake.database import Base
-from services.fetcher import tables as _fetcher_tables  # noqa: F401 - registers tables on Base
+from services.admin import tables as _admin_tables  # noqa: F401 - registers tables on Base
+from services.fetcher import tables as _fetcher_tables  # noqa: F401
 from services.ticketer import tables as _ticketer_tables  # noqa: F401
 
 config = context.config

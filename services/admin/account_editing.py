@@ -1,0 +1,262 @@
+"""Editing stored accounts for the admin API and the web page: one path for both.
+
+The pure part turns what a client sent (JSON, or the page's form fields read by
+``account_form``) into an :class:`AccountDraft` or a list of :class:`FieldProblem`.
+:class:`AccountEditor` is the edge: it checks reference data, keeps the stored password
+when a draft leaves it empty, and writes through
+:class:`~services.fetcher.account_store.AccountStore` with each change's audit entry in
+the change's own transaction. Passwords go in, never out: no model here returns one,
+and no problem message repeats what was typed.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from sqlalchemy import Connection, Engine, select
+
+from mailintake.contracts.records import SenderIdentity
+from services.admin.access import AuditLog
+from services.admin.tickets_api import UtcDatetime
+from services.fetcher.account import Account
+from services.fetcher.account_store import AccountChange, AccountStore, ChangeAction, ChangeHook
+from services.fetcher.connection_check import CheckReport, check_account
+from services.fetcher.tables import AccountStatus
+from services.ticketer.reference_data import missing_reference_data
+
+# One '@', a local part without spaces or brackets, and a dotted domain: what a mail
+# client can send to. Full RFC 5322 allows more, but no help desk's sender needs it.
+_ADDRESS = re.compile(r"^[^\s@<>()\[\],;:\"]+@[^\s@<>()\[\],;:\".]+(\.[^\s@<>()\[\],;:\".]+)+$")
+
+class CheckedSender(SenderIdentity):
+    """Sender information whose address, when given, is a mail address."""
+
+    @field_validator("address")
+    @classmethod
+    def _a_mail_address(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if not _ADDRESS.match(value):
+            raise ValueError("is not a mail address (expected local-part@domain.tld)")
+        return value
+
+
+class AccountDraft(Account):
+    """An account as the API and the page take it. The password may be empty: on an
+    update (or a check of a stored account) that keeps the stored one."""
+
+    password: SecretStr | None = None
+    """Write-only. Empty or absent keeps the stored password; required for a new account."""
+
+    sender: CheckedSender = CheckedSender()
+    """Sender name and address for auto-answers; the address must be a mail address."""
+
+    @field_validator("password", mode="before")
+    @classmethod
+    def _empty_is_absent(cls, value: object) -> object:
+        if value == "" or (isinstance(value, SecretStr) and value.get_secret_value() == ""):
+            return None
+        return value
+
+    def with_password(self, password: SecretStr) -> Account:
+        return Account.model_validate({**self.model_dump(exclude={"password"}), "password": password})
+
+
+class StoredAccountOut(Account):
+    """A stored account as the API shows it: every setting, never the password."""
+
+    password: SecretStr | None = Field(default=None, exclude=True)
+
+
+class AccountStatusOut(BaseModel):
+    """What the fetcher last saw of an account (``account_status``); times in UTC."""
+
+    model_config = ConfigDict(frozen=True, from_attributes=True)
+
+    last_poll_at: UtcDatetime | None
+    last_success_at: UtcDatetime | None
+    last_error_at: UtcDatetime | None
+    last_error_step: str | None
+    last_error: str | None = Field(description="The server's exact reply when it sent one.")
+    consecutive_failures: int
+    poll_lag_seconds: float | None = Field(description="How late the last poll started after it was due.")
+    mails_fetched: int
+
+    @property
+    def label(self) -> str:
+        if self.consecutive_failures:
+            return f"failing ×{self.consecutive_failures} at {self.last_error_step or '?'}"
+        return "ok" if self.last_success_at else "never polled"
+
+
+class AccountView(BaseModel):
+    account: StoredAccountOut
+    status: AccountStatusOut | None = Field(description="None until the fetcher polled the account once.")
+
+
+@dataclass(frozen=True)
+class FieldProblem:
+    """Why one field was refused. ``field`` is dotted (``ticket_options.resource``); empty for the whole account."""
+
+    field: str
+    message: str
+
+
+class InvalidAccount(ValueError):
+    def __init__(self, problems: Sequence[FieldProblem]) -> None:
+        super().__init__("; ".join(f"{p.field or 'account'}: {p.message}" for p in problems))
+        self.problems = tuple(problems)
+
+
+class AccountNotFound(LookupError):
+    pass
+
+
+class AccountExists(ValueError):
+    pass
+
+
+def validation_problems(error: ValidationError) -> list[FieldProblem]:
+    """The problems of a pydantic error, one per field. The input is never included: it may be a password."""
+    return [
+        FieldProblem(".".join(str(part) for part in item["loc"]), item["msg"])
+        for item in error.errors(include_input=False, include_url=False)
+    ]
+
+
+def parse_draft(document: Mapping[str, Any]) -> AccountDraft:
+    """The draft in ``document``, or :class:`InvalidAccount` naming each field and why."""
+    try:
+        return AccountDraft.model_validate(document)
+    except ValidationError as error:
+        raise InvalidAccount(validation_problems(error)) from None
+
+
+def kept_password(draft: AccountDraft, stored: Account | None) -> SecretStr:
+    """The draft's password, or the stored one when the draft leaves it empty.
+
+    The stored password is kept only for the same server, security and CA: otherwise
+    anyone with an admin token could point an account at a server of their own, or at
+    plain text, and read the password off the wire. Write-only means that, too.
+    """
+    if draft.password is not None:
+        return draft.password
+    if stored is None:
+        raise InvalidAccount([FieldProblem("password", "a new account needs a password")])
+    moved = [
+        name for name in ("protocol", "host", "port", "security", "ca_file") if getattr(draft, name) != getattr(stored, name)
+    ]
+    if moved:
+        raise InvalidAccount(
+            [FieldProblem("password", f"enter the password again: {', '.join(moved)} changed, and the stored "
+                          "password is only ever sent to the server it was entered for")]
+        )
+    return stored.password
+
+
+class AccountEditor:
+    """Create, update, delete, enable, disable and check stored accounts, each change audited."""
+
+    def __init__(self, engine: Engine, store: AccountStore, check_timeout: float, check_source: str | None = None) -> None:
+        self._engine = engine
+        self._store = store
+        self._check_timeout = check_timeout
+        self._check_source = check_source
+
+    # --- reading ---------------------------------------------------------------
+    def views(self) -> list[AccountView]:
+        """Every account with its status; no password is decrypted."""
+        statuses = self._statuses()
+        return [
+            AccountView(account=StoredAccountOut.model_validate(account.model_dump(exclude={"password"})), status=statuses.get(account.id))
+            for account in self._store.configured_accounts()
+        ]
+
+    def view(self, account_id: str) -> AccountView:
+        found = [view for view in self.views() if view.account.id == account_id]
+        if not found:
+            raise AccountNotFound(f"no account with id {account_id!r}")
+        return found[0]
+
+    def _statuses(self) -> dict[str, AccountStatusOut]:
+        with self._engine.connect() as connection:
+            rows = connection.execute(select(AccountStatus)).all()
+        return {row.account_id: AccountStatusOut.model_validate(row) for row in rows}
+
+    # --- writing ---------------------------------------------------------------
+    def create(self, draft: AccountDraft, actor: str) -> Account:
+        account = self._checked(draft.with_password(kept_password(draft, None)))
+
+        def audit(connection: Connection, change: AccountChange) -> None:
+            if change.action is not ChangeAction.ADDED:
+                raise AccountExists(f"an account with id {account.id!r} exists already; edit it instead")
+            AuditLog.write(connection, actor, "account.create", account.id)
+
+        if self._store.upsert(account, on_change=audit).action is ChangeAction.UNCHANGED:
+            raise AccountExists(f"an account with id {account.id!r} exists already; edit it instead")
+        return account
+
+    def update(self, account_id: str, draft: AccountDraft, actor: str) -> Account:
+        if draft.id != account_id:
+            raise InvalidAccount([FieldProblem("id", f"an account's id cannot change (this is {account_id!r})")])
+        account = self._checked(draft.with_password(kept_password(draft, self._stored(account_id))))
+
+        def audit(connection: Connection, change: AccountChange) -> None:
+            if change.action is ChangeAction.ADDED:
+                raise AccountNotFound(f"no account with id {account_id!r} (it was deleted meanwhile)")
+            AuditLog.write(connection, actor, "account.update", account_id, change.fields)
+
+        self._store.upsert(account, on_change=audit)
+        return account
+
+    def delete(self, account_id: str, actor: str) -> None:
+        if not self._store.delete(account_id, on_change=self._audited(actor, "account.delete")):
+            raise AccountNotFound(f"no account with id {account_id!r}")
+
+    def set_enabled(self, account_id: str, enabled: bool, actor: str) -> None:
+        """A change is audited; enabling an enabled account changes nothing and records nothing."""
+        action = "account.enable" if enabled else "account.disable"
+        if not self._store.set_enabled(account_id, enabled, on_change=self._audited(actor, action)):
+            raise AccountNotFound(f"no account with id {account_id!r}")
+
+    @staticmethod
+    def _audited(actor: str, action: str) -> ChangeHook:
+        def audit(connection: Connection, change: AccountChange) -> None:
+            AuditLog.write(connection, actor, action, change.account_id, change.fields)
+
+        return audit
+
+    # --- checking --------------------------------------------------------------
+    def check_stored(self, account_id: str) -> CheckReport:
+        return check_account(self._stored(account_id), timeout=self._check_timeout, source_address=self._check_source)
+
+    def check_draft(self, draft: AccountDraft) -> CheckReport:
+        """Check an unsaved account; an empty password takes the stored one of the same id, if any."""
+        stored = None if draft.password is not None else self._store.get(draft.id)
+        return check_account(
+            draft.with_password(kept_password(draft, stored)),
+            timeout=self._check_timeout,
+            source_address=self._check_source,
+        )
+
+    # --- internals -------------------------------------------------------------
+    def _stored(self, account_id: str) -> Account:
+        account = self._store.get(account_id)
+        if account is None:
+            raise AccountNotFound(f"no account with id {account_id!r}")
+        return account
+
+    def _checked(self, account: Account) -> Account:
+        """The account, if everything its ticket options name exists."""
+        options = account.ticket_options
+        with self._engine.connect() as connection:
+            missing = missing_reference_data(options, options.fallback_user, connection)
+        if missing:
+            # missing_reference_data words each problem as "<dotted field>: <why>".
+            raise InvalidAccount([FieldProblem(*problem.split(": ", 1)) for problem in missing])
+        return account
+
