@@ -30,6 +30,7 @@ def service_environment(endpoints: Endpoints) -> dict[str, str]:
             "MAILINTAKE_SENDER_SMTP_USERNAME": relay_user.name,
             "MAILINTAKE_SENDER_SMTP_PASSWORD": relay_user.password,
             "MAILINTAKE_ADMIN_DATABASE_URL": endpoints.database_url,
+            "MAILINTAKE_ADMIN_KAFKA_BOOTSTRAP_SERVERS": endpoints.kafka_bootstrap,
             # A development key kept in the stack's state: stored accounts of the local
             # stack are encrypted like production ones, with no key in the code.
             "MAILINTAKE_ACCOUNTS_ENCRYPTION_KEY_FILE": str(local_stack_key_file(endpoints.state_dir)),

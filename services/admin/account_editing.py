@@ -12,7 +12,7 @@ and no problem message repeats what was typed.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -161,11 +161,21 @@ def kept_password(draft: AccountDraft, stored: Account | None) -> SecretStr:
 class AccountEditor:
     """Create, update, delete, enable, disable and check stored accounts, each change audited."""
 
-    def __init__(self, engine: Engine, store: AccountStore, check_timeout: float, check_source: str | None = None) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        store: AccountStore,
+        check_timeout: float,
+        check_source: str | None = None,
+        announce: Callable[[str, bool], None] | None = None,
+    ) -> None:
+        """``announce(account_id, deleted)`` runs after a change committed, to tell the
+        fetcher owning the account (``services/fetcher/mailbox_ownership.py``)."""
         self._engine = engine
         self._store = store
         self._check_timeout = check_timeout
         self._check_source = check_source
+        self._announce = announce or (lambda _account_id, _deleted: None)
 
     # --- reading ---------------------------------------------------------------
     def views(self) -> list[AccountView]:
@@ -198,6 +208,7 @@ class AccountEditor:
 
         if self._store.upsert(account, on_change=audit).action is ChangeAction.UNCHANGED:
             raise AccountExists(f"an account with id {account.id!r} exists already; edit it instead")
+        self._announce(account.id, False)
         return account
 
     def update(self, account_id: str, draft: AccountDraft, actor: str) -> Account:
@@ -210,18 +221,21 @@ class AccountEditor:
                 raise AccountNotFound(f"no account with id {account_id!r} (it was deleted meanwhile)")
             AuditLog.write(connection, actor, "account.update", account_id, change.fields)
 
-        self._store.upsert(account, on_change=audit)
+        if self._store.upsert(account, on_change=audit).action is not ChangeAction.UNCHANGED:
+            self._announce(account_id, False)
         return account
 
     def delete(self, account_id: str, actor: str) -> None:
         if not self._store.delete(account_id, on_change=self._audited(actor, "account.delete")):
             raise AccountNotFound(f"no account with id {account_id!r}")
+        self._announce(account_id, True)
 
     def set_enabled(self, account_id: str, enabled: bool, actor: str) -> None:
         """A change is audited; enabling an enabled account changes nothing and records nothing."""
         action = "account.enable" if enabled else "account.disable"
         if not self._store.set_enabled(account_id, enabled, on_change=self._audited(actor, action)):
             raise AccountNotFound(f"no account with id {account_id!r}")
+        self._announce(account_id, False)
 
     @staticmethod
     def _audited(actor: str, action: str) -> ChangeHook:

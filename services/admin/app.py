@@ -56,8 +56,13 @@ def create_app(settings: AdminSettings, cipher: PasswordCipher | None = None) ->
         from services.fetcher.settings import AccountEncryptionSettings
 
         key = cipher or cipher_from_settings(load_settings(AccountEncryptionSettings))
+        announce = None
+        if settings.kafka_bootstrap_servers:
+            from services.fetcher.mailbox_ownership import AccountNoticeWriter
+
+            announce = AccountNoticeWriter(settings.kafka_bootstrap_servers)
         return AccountEditor(
-            engine, AccountStore(engine, key), settings.check_timeout_seconds, settings.check_source_address
+            engine, AccountStore(engine, key), settings.check_timeout_seconds, settings.check_source_address, announce
         )
 
     app.state.account_editor = account_editor

@@ -28,6 +28,9 @@ class AdminSettings(BaseSettings):
     forwarded_allow_ips: str = "127.0.0.1"
     """Comma-separated addresses of the reverse proxies (e.g. the ingress) whose X-Forwarded-Proto and X-Forwarded-For are trusted, or *. Behind a proxy that ends TLS this makes the page's session cookie Secure."""
 
+    kafka_bootstrap_servers: str | None = None
+    """Kafka bootstrap servers (host:port, comma-separated). When set, each account change is announced on the accounts topic, so the fetcher replica owning the account reads it at once; unset, changes apply at the fetchers' next refresh (MAILINTAKE_FETCHER_ACCOUNTS_REFRESH_SECONDS)."""
+
     check_timeout_seconds: float = Field(default=15.0, gt=0, le=120)
     """Timeout of each step of a connection check started from the API or the page."""
 

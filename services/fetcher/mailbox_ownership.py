@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import threading
 import time
+from datetime import UTC, datetime
 from collections.abc import Callable, Iterable
 
 import structlog
@@ -184,3 +185,35 @@ def announce_account_changes(bootstrap_servers: str, changes: Iterable[AccountNo
             future.get(timeout=timeout_seconds)
     finally:
         producer.close(timeout=timeout_seconds)
+
+
+class AccountNoticeWriter:
+    """Writes one notice per account change, from a service that changes accounts (the
+    admin API). A failure is logged, never raised: the change is stored, and the
+    fetchers read it at their next refresh anyway."""
+
+    def __init__(self, bootstrap_servers: str, timeout_seconds: float = 10) -> None:
+        self._bootstrap_servers = bootstrap_servers
+        self._timeout = timeout_seconds
+        self._producer: KafkaProducer | None = None
+        self._lock = threading.Lock()
+
+    def __call__(self, account_id: str, deleted: bool) -> None:
+        notice = AccountNotice(account_id=account_id, deleted=deleted, changed_at=datetime.now(UTC))
+        try:
+            with self._lock:
+                if self._producer is None:
+                    self._producer = KafkaProducer(
+                        bootstrap_servers=self._bootstrap_servers.split(","), acks="all", client_id="admin",
+                        max_block_ms=int(self._timeout * 1000),
+                    )
+                producer = self._producer
+            producer.send(TOPIC, key=record_key(notice), value=encode_record(TOPIC, notice)).get(self._timeout)
+        except Exception as exc:  # noqa: BLE001 - the change is stored; only the shortcut failed
+            log.warning("accounts.notice_failed", account_id=account_id, error=f"{type(exc).__name__}: {exc}")
+
+    def close(self) -> None:
+        with self._lock:
+            if self._producer is not None:
+                self._producer.close(timeout=self._timeout)
+                self._producer = None

@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import logging
+import time
 
 import pytest
 from sqlalchemy import insert
 from typer.testing import CliRunner
 
 from mailintake.cli import app as cli
+from mailintake.contracts import get_topic
+from mailintake.contracts.records import decode_record
 from mailintake.database import engine_for
 from services.admin.access import AuditLog
+from services.fetcher.mailbox_ownership import account_partition
 from services.ticketer.tables import Category, Priority, Resource, User
+from tests.topic_reading import read_topic
 
 pytestmark = pytest.mark.stack
 
@@ -32,6 +37,7 @@ def reference_data(stack, unique):
 
 def test_create_show_list_update_delete(stack, api, account_document, reference_data, admin_token, unique):
     demo = stack.user("demo")
+    started_ms = int(time.time() * 1000)
     document = account_document(
         demo,
         sender={"name": "Help desk", "address": "helpdesk@example.com"},
@@ -79,6 +85,15 @@ def test_create_show_list_update_delete(stack, api, account_document, reference_
         ("account.delete", ()),
     ]
     assert {e.actor for e in entries} == {f"token:tester-{unique}"}
+
+    # Each change was announced on the accounts topic, in the partition of the account's owner.
+    notices = read_topic(
+        stack.kafka_bootstrap, "accounts", started_ms,
+        lambda m: (m.partition, decode_record("accounts", m.value)) if m.key == document["id"].encode() else None,
+        until=lambda found: len(found) >= 6,
+    )
+    assert [n.deleted for _, n in notices] == [False] * 5 + [True]
+    assert {p for p, _ in notices} == {account_partition(document["id"], get_topic("accounts").partitions)}
 
 
 def test_check_of_a_stored_account_reports_every_step_against_dovecot(stack, api, account_document):

@@ -84,7 +84,8 @@ def test_a_change_without_the_csrf_token_is_refused(stack, browser_like, account
 
 
 def test_the_form_adds_an_account_that_the_list_then_shows(stack, browser_like, account_document):
-    document = account_document(stack.user("demo"), sender={"name": "Desk", "address": "desk@example.com"})
+    # "Enabled" is ticked on a new form, as a browser would send it.
+    document = account_document(stack.user("demo"), sender={"name": "Desk", "address": "desk@example.com"}, enabled=True)
     page = browser_like.get("/accounts/new")
     saved = browser_like.post("/accounts/new", data=form_fields(document, csrf_of(page.text)), follow_redirects=False)
     assert saved.status_code == 303, saved.text

@@ -7,6 +7,7 @@ never remove another test's (or another developer's) accounts.
 from __future__ import annotations
 
 import textwrap
+import time
 
 import pytest
 import typer
@@ -22,6 +23,7 @@ from services.fetcher.password_cipher import (
     generate_key,
 )
 from services.fetcher.tables import AccountStatus, StoredAccount
+from tests.topic_reading import read_topic
 
 pytestmark = pytest.mark.stack
 
@@ -196,13 +198,20 @@ def cli(database_url, key, monkeypatch):
     return lambda *args: runner.invoke(app, list(map(str, args)))
 
 
-def test_cli_import_reports_a_diff_and_the_second_import_changes_nothing(cli, account_file):
+def test_cli_import_reports_a_diff_and_the_second_import_changes_nothing(cli, account_file, stack):
+    started_ms = int(time.time() * 1000)
     first = cli("import", account_file)
     assert first.exit_code == 0, first.output
     assert "+ added     desk" in first.output and "2 added" in first.output
     second = cli("import", account_file)
     assert second.exit_code == 0 and "2 unchanged" in second.output and "added" not in second.output
     assert PASSWORD not in first.output + second.output
+    # The first import told the accounts' owners (a notice per account); the second nothing.
+    notices = read_topic(
+        stack.kafka_bootstrap, "accounts", started_ms,
+        lambda m: m.key.decode() if m.key in (b"desk", b"sales") else None, timeout=5,
+    )
+    assert sorted(notices) == ["desk", "sales"]
 
 
 def test_cli_export_holds_references_only_and_imports_back_unchanged(cli, account_file, tmp_path, monkeypatch):

@@ -27,6 +27,7 @@ from mailintake.contracts import get_topic, record_key
 from mailintake.contracts.records import DeadLetter, MailClassified, TicketEvent, decode_record, encode_record
 from mailintake.database import engine_for
 from services.ticketer.tables import ProcessedMail
+from tests.topic_reading import read_topic
 
 SOURCE = "mail.classified"
 
@@ -227,31 +228,6 @@ def wait_for_handled(database_url: str, account_id: str, expected: int, timeout:
                 print(ticketer.log_tail())
             return count
         time.sleep(0.2)
-
-
-def read_topic(bootstrap: str, topic: str, since_ms: int, keep, until=lambda found: False, timeout: float = 30) -> list:
-    """Records of ``topic`` written since ``since_ms`` that ``keep`` returns non-None for,
-    read until ``until(found)`` holds or ``timeout`` passes."""
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, consumer_timeout_ms=1000)
-    partitions = [TopicPartition(topic, p) for p in range(get_topic(topic).partitions)]
-    consumer.assign(partitions)
-    starts = consumer.offsets_for_times({tp: since_ms for tp in partitions})
-    for tp in partitions:
-        if starts[tp] is None:
-            consumer.seek_to_end(tp)
-        else:
-            consumer.seek(tp, starts[tp].offset)
-    found: list = []
-    deadline = time.monotonic() + timeout
-    try:
-        while time.monotonic() < deadline and not until(found):
-            for message in consumer:
-                kept = keep(message)
-                if kept is not None:
-                    found.append(kept)
-    finally:
-        consumer.close()
-    return found
 
 
 def ticket_events(bootstrap: str, account_id: str, since_ms: int, want: int = 0, timeout: float = 30) -> list[TicketEvent]:
