@@ -77,14 +77,33 @@ def import_command(
         accounts = read_account_file(file)
     except InvalidAccountFile as exc:
         _fail(f"invalid accounts file: {exc}")
+    store = _store(with_key=True)
+    problems = _missing_reference_data(store, accounts)
+    if problems:
+        _fail("nothing imported; the ticket options name what does not exist:\n" + "\n".join(problems))
     try:
-        report = _store(with_key=True).import_accounts(accounts, prune=prune, dry_run=dry_run)
+        report = store.import_accounts(accounts, prune=prune, dry_run=dry_run)
     except (PasswordDecryptionError, StoredAccountInvalid) as exc:
         _fail(str(exc))
     for line in report.lines():
         typer.echo(line)
     if report.written:
         _announce(report)
+
+
+def _missing_reference_data(store: AccountStore, accounts: list[Account]) -> list[str]:
+    """One line per account and field whose resource, category, priority or fallback user
+    does not exist: an error now, at import, rather than at the account's first mail."""
+    from services.ticketer.reference_data import missing_reference_data
+
+    problems = []
+    with store.engine.connect() as connection:
+        for account in accounts:
+            options = account.ticket_options
+            problems += [
+                f"  {account.id}: {problem}" for problem in missing_reference_data(options, options.fallback_user, connection)
+            ]
+    return problems
 
 
 def _announce(report) -> None:

@@ -171,6 +171,10 @@ class AccountStore:
         self._cipher = cipher
 
     @property
+    def engine(self) -> Engine:
+        return self._engine
+
+    @property
     def cipher(self) -> PasswordCipher:
         if self._cipher is None:
             raise RuntimeError("this operation needs the encryption key; construct AccountStore with a cipher")

@@ -36,6 +36,10 @@ def imap(stack, user):
 
 
 def write_accounts(path, stack, user, account_id):
+    # The account names a category and a priority: they must exist before it is imported.
+    reference_data = path.with_name("reference-data.yaml")
+    reference_data.write_text("categories:\n  - name: Hardware\npriorities:\n  - name: high\n")
+    subprocess.run([sys.executable, "-m", "mailintake", "refdata", "import", str(reference_data)], check=True, capture_output=True)
     path.write_text(
         f"""accounts:
   - id: {account_id}

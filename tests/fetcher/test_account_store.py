@@ -23,6 +23,7 @@ from services.fetcher.password_cipher import (
     generate_key,
 )
 from services.fetcher.tables import AccountStatus, StoredAccount
+from tests.database_schemas import migrated_schema
 from tests.topic_reading import read_topic
 
 pytestmark = pytest.mark.stack
@@ -271,3 +272,21 @@ def test_cli_invalid_file_names_file_account_and_field(cli, account_file):
     result = cli("import", account_file)
     assert result.exit_code == 2
     assert f"{account_file}: account sales: after_fetch:" in result.output and "POP3" in result.output
+
+
+def test_cli_import_refuses_accounts_naming_reference_data_that_does_not_exist(stack, key, tmp_path, monkeypatch):
+    with migrated_schema(stack.database_url, "accounts_refdata") as url:
+        monkeypatch.setenv("MAILINTAKE_FETCHER_DATABASE_URL", url)
+        monkeypatch.setenv("MAILINTAKE_ACCOUNTS_ENCRYPTION_KEYS", key)
+        monkeypatch.delenv("MAILINTAKE_ACCOUNTS_ENCRYPTION_KEY_FILE", raising=False)
+        monkeypatch.setenv("DESK_PASSWORD", PASSWORD)
+        (tmp_path / "secrets").mkdir()
+        (tmp_path / "secrets" / "sales").write_text("sales-Pw-from-file\n")
+        path = tmp_path / "accounts.yaml"
+        path.write_text(ACCOUNTS.replace("    username: desk\n", "    username: desk\n    ticket_options: {resource: 2nd-level-ghosts}\n", 1))
+        app = typer.Typer()
+        register_account_commands(app)
+        refused = CliRunner().invoke(app, ["import", str(path)])
+        assert refused.exit_code == 2
+        assert "desk: ticket_options.resource: resource '2nd-level-ghosts' does not exist" in refused.output
+        assert AccountStore(create_engine(url), None).summaries() == [], "nothing was imported"
