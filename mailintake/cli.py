@@ -20,6 +20,15 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
+
+
+@app.callback()
+def _log_to_stderr() -> None:
+    from mailintake.runtime.logs import configure_cli_logging
+
+    configure_cli_logging()
+
+
 app.add_typer(stack_app, name="stack")
 app.add_typer(topics_app, name="topics")
 app.add_typer(dlq_app, name="dlq")

@@ -27,7 +27,14 @@ def redact_secrets(_logger: Any, _method: str, event: dict[str, Any]) -> dict[st
     return event
 
 
-def configure_logging(service: str, level: str = "INFO") -> None:
+def configure_cli_logging() -> None:
+    """Logging for a CLI command: warnings and errors as JSON on stderr, so a command's
+    own output on stdout (``--json`` reports, exports) stays clean. Nothing is cached, so
+    ``mailintake run`` can still configure its service's logging afterwards."""
+    configure_logging("cli", "WARNING", cache=False)
+
+
+def configure_logging(service: str, level: str = "INFO", *, cache: bool = True) -> None:
     """Send JSON lines to stderr, one per event, tagged with the service name.
 
     Records of third-party libraries (kafka-python, alembic, ...) go through the same
@@ -60,6 +67,6 @@ def configure_logging(service: str, level: str = "INFO") -> None:
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level)),
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
-        cache_logger_on_first_use=True,
+        cache_logger_on_first_use=cache,
     )
     structlog.contextvars.bind_contextvars(service=service)

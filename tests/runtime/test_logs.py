@@ -41,3 +41,23 @@ def test_third_party_records_are_json_too(capsys):
     assert line["event"] == "No partition metadata for topic mail.raw"
     assert line["logger"] == "kafka.client" and line["level"] == "warning" and line["service"] == "test"
     structlog.contextvars.clear_contextvars()
+
+
+def test_cli_logging_keeps_stdout_for_the_commands_output_and_lets_a_service_reconfigure():
+    import subprocess
+    import sys
+
+    script = (
+        "import structlog\n"
+        "from mailintake.runtime.logs import configure_cli_logging, configure_logging\n"
+        "log = structlog.get_logger('probe')\n"
+        "configure_cli_logging()\n"
+        "log.info('quiet at the cli'); log.warning('careful')\n"
+        "print('the output')\n"
+        "configure_logging('fetcher', 'INFO')\n"
+        "log.info('service info')\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert result.stdout == "the output\n"
+    lines = [json.loads(line) for line in result.stderr.splitlines()]
+    assert [line["event"] for line in lines] == ["careful", "service info"]
