@@ -53,6 +53,9 @@ __all__ = ["Fetcher", "MailServerError", "StepFailed", "run"]
 
 TOPIC = "mail.raw"
 
+# How long the owned partitions must hold still before the schedule follows them.
+OWNERSHIP_SETTLE_SECONDS = 1.0
+
 log = structlog.get_logger(__name__)
 
 MAILS = Counter("mailintake_fetcher_mails_total", "Mails produced to mail.raw", ["account_id"])
@@ -266,16 +269,23 @@ class Fetcher:
         health.set_ready(True)
         log.info("fetcher.started", accounts=len(self._accounts), workers=self._settings.poll_workers)
         refreshed_at = time.monotonic()
+        ownership_moved_at: float | None = None
         with ThreadPoolExecutor(max_workers=self._settings.poll_workers, thread_name_prefix="poll") as pool:
             while not stop.is_set():
                 health.beat()
-                ownership_changed = self._ownership is not None and self._ownership.changed.is_set()
-                if ownership_changed or (
-                    self._refresh_accounts and time.monotonic() - refreshed_at >= self._settings.accounts_refresh_seconds
-                ):
-                    if ownership_changed:
-                        self._ownership.changed.clear()
-                    refreshed_at = time.monotonic()
+                now = time.monotonic()
+                if self._ownership is not None and self._ownership.changed.is_set():
+                    self._ownership.changed.clear()
+                    ownership_moved_at = now
+                # A rebalance often comes in quick pairs (revoked, then the same partitions
+                # back): the schedule follows ownership once it held still, so its mailboxes
+                # keep their place in the schedule. Until then the polls themselves check
+                # ownership, so a moved mailbox is never polled here meanwhile.
+                settled = ownership_moved_at is None or now - ownership_moved_at >= OWNERSHIP_SETTLE_SECONDS
+                refresh_due = self._refresh_accounts is not None and now - refreshed_at >= self._settings.accounts_refresh_seconds
+                if settled and (ownership_moved_at is not None or refresh_due):
+                    ownership_moved_at = None
+                    refreshed_at = now
                     self._apply_account_changes(schedule)
                 for account_id, due in schedule.take_due(time.monotonic()):
                     running[pool.submit(self._poll_in_worker, self._accounts[account_id], due)] = account_id
