@@ -27,6 +27,24 @@ def redact_secrets(_logger: Any, _method: str, event: dict[str, Any]) -> dict[st
     return event
 
 
+class _CurrentStderrHandler(logging.StreamHandler):
+    """A handler writing to whatever ``sys.stderr`` is when a record is written: test
+    runners (Click's CliRunner, pytest) swap it and close the one they swapped in."""
+
+    @property
+    def stream(self):  # noqa: ANN201 - the base class's attribute, made dynamic
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value) -> None:  # noqa: ANN001 - the base class assigns it once
+        pass
+
+
+def _print_to_current_stderr(*_args: object) -> structlog.PrintLogger:
+    # Why not PrintLoggerFactory(file=sys.stderr): that keeps the stream of configure time.
+    return structlog.PrintLogger(sys.stderr)
+
+
 def configure_cli_logging() -> None:
     """Logging for a CLI command: warnings and errors as JSON on stderr, so a command's
     own output on stdout (``--json`` reports, exports) stays clean. Nothing is cached, so
@@ -46,7 +64,7 @@ def configure_logging(service: str, level: str = "INFO", *, cache: bool = True) 
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         redact_secrets,
     ]
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _CurrentStderrHandler()
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name],
@@ -66,7 +84,7 @@ def configure_logging(service: str, level: str = "INFO", *, cache: bool = True) 
             structlog.processors.JSONRenderer(),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level)),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=_print_to_current_stderr,
         cache_logger_on_first_use=cache,
     )
     structlog.contextvars.bind_contextvars(service=service)

@@ -1,0 +1,273 @@
+"""The whole pipeline on the local stack: mails in Dovecot mailboxes to committed ticket steps.
+
+    .venv/bin/python bench/pipeline_end_to_end.py [--mailboxes 10] [--mails 4000] [--latency-seconds 60] [--plots DIR]
+
+Needs the local stack (``mailintake stack up``) with the topics applied. Each run gets
+a PostgreSQL schema and consumer groups of its own, so the services poll and consume
+only the run's mailboxes and records. Three measurements, in this order:
+
+1. **bare**: every mailbox fetched by a bare imapclient loop (``UID FETCH BODY.PEEK[]``,
+   500 per command; ``bench/fetcher_throughput.py: bare_fetch``): what the mail server
+   gives, the limit.
+2. **sustained**: the mailboxes hold ``--mails`` realistic mails before one fetcher, one
+   classifier and one ticketer start (``mailintake run ...`` processes, as deployed). The
+   clock runs from the first mail committed in PostgreSQL (its row in the processed-mail
+   ledger) to the last: mails per second, and its ratio to bare. The CPU seconds the
+   three processes used (``/proc``) give the cost per 1,000 mails.
+3. **latency**: with the pipeline running, single mails are appended (IMAP APPEND) at half
+   the sustained rate for ``--latency-seconds``. A mail's latency runs from its APPEND's
+   completion to its ledger row's ``processed_at`` (the start of the ticketer transaction
+   that committed it, so slightly early): p50 and p99, against the target of one poll
+   interval plus 2 s.
+
+With ``--plots DIR`` (matplotlib, from the ``bench`` extra) it writes the mails committed
+over time in phase 2 and the latency distribution of phase 3 as PNG files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from sqlalchemy import func, select  # noqa: E402
+
+from bench.fetcher_throughput import bare_fetch, fill_mailbox, realistic_mail  # noqa: E402
+from mailintake.database import engine_for  # noqa: E402
+from mailintake.local_environment import service_environment  # noqa: E402
+from mailintake.runtime.settings import load_settings  # noqa: E402
+from mailintake.stack import Stack, add_mail_user  # noqa: E402
+from services.fetcher.account import Account  # noqa: E402
+from services.fetcher.account_store import AccountStore  # noqa: E402
+from services.fetcher.password_cipher import cipher_from_settings  # noqa: E402
+from services.fetcher.settings import AccountEncryptionSettings  # noqa: E402
+from services.ticketer.tables import ProcessedMail  # noqa: E402
+from tests.database_schemas import migrated_schema  # noqa: E402
+from tests.ticketer.running_ticketer import free_port, place_group_at_end  # noqa: E402
+
+POLL_INTERVAL_SECONDS = 5
+SERVICES = ("fetcher", "classifier", "ticketer")
+
+
+def percentile(values: list[float], share: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of process ``pid`` (all its threads) so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@dataclass
+class Pipeline:
+    """The three services as processes, on the run's schema and consumer groups."""
+
+    env: dict[str, str]
+    log_dir: Path
+    processes: dict[str, subprocess.Popen] = field(default_factory=dict)
+
+    def start(self) -> None:
+        for service in SERVICES:
+            log = (self.log_dir / f"{service}.log").open("a")
+            env = self.env | {f"MAILINTAKE_{service.upper()}_HTTP_PORT": str(free_port())}
+            self.processes[service] = subprocess.Popen(
+                [sys.executable, "-m", "mailintake", "run", service], env=env, stdout=log, stderr=subprocess.STDOUT
+            )
+
+    def cpu_seconds(self) -> float:
+        return sum(cpu_seconds(p.pid) for p in self.processes.values())
+
+    def check_alive(self) -> None:
+        for service, process in self.processes.items():
+            if process.poll() is not None:
+                tail = (self.log_dir / f"{service}.log").read_text(errors="replace")[-2000:]
+                raise SystemExit(f"the {service} exited with {process.returncode}:\n{tail}")
+
+    def stop(self) -> None:
+        for process in self.processes.values():
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        for process in self.processes.values():
+            try:
+                process.wait(60)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+def committed(engine, account_ids: list[str]) -> int:
+    with engine.connect() as connection:
+        return connection.scalar(
+            select(func.count()).select_from(ProcessedMail).where(ProcessedMail.account_id.in_(account_ids))
+        )
+
+
+def processed_at(engine, account_ids: list[str]) -> dict[str, float]:
+    """Message-ID -> when its ledger row was written (seconds since the epoch)."""
+    with engine.connect() as connection:
+        rows = connection.execute(
+            select(ProcessedMail.message_id, func.extract("epoch", ProcessedMail.processed_at)).where(
+                ProcessedMail.account_id.in_(account_ids)
+            )
+        ).all()
+    return {message_id: float(at) for message_id, at in rows}
+
+
+def wait_committed(engine, account_ids: list[str], total: int, pipeline: Pipeline, timeout: float) -> list[tuple[float, int]]:
+    """Samples (seconds, mails committed) until ``total`` are committed."""
+    started = time.monotonic()
+    samples = []
+    while True:
+        count = committed(engine, account_ids)
+        samples.append((time.monotonic() - started, count))
+        if count >= total:
+            return samples
+        if time.monotonic() - started > timeout:
+            raise SystemExit(f"only {count} of {total} mails committed after {timeout:.0f}s")
+        pipeline.check_alive()
+        time.sleep(0.25)
+
+
+def latency_mail(number: int, run: str) -> tuple[str, bytes]:
+    message_id = f"<latency-{number}.{run}@bench.mailintake.test>"
+    raw = (
+        f"From: Kunde {number} <kunde{number}@latency.example.com>\r\nTo: support@helpdesk.example.org\r\n"
+        f"Subject: Latency probe {number}\r\nMessage-ID: {message_id}\r\nMIME-Version: 1.0\r\n"
+        "Content-Type: text/plain; charset=utf-8\r\n\r\nThe printer is jammed again.\r\n"
+    )
+    return message_id, raw.encode()
+
+
+def append_at_rate(endpoints, users, rate: float, seconds: float, run: str) -> dict[str, float]:
+    """Append single mails round-robin to ``users`` at ``rate`` per second; Message-ID -> when the APPEND completed."""
+    from bench.fetcher_throughput import _imap
+
+    clients = [_imap(endpoints, user.name, user.password) for user in users]
+    appended: dict[str, float] = {}
+    started = time.monotonic()
+    number = 0
+    try:
+        while time.monotonic() - started < seconds:
+            due = started + number / rate
+            time.sleep(max(0.0, due - time.monotonic()))
+            message_id, raw = latency_mail(number, run)
+            clients[number % len(clients)].append("INBOX", raw)
+            appended[message_id] = time.time()
+            number += 1
+    finally:
+        for client in clients:
+            client.logout()
+    return appended
+
+
+def plot(plots: Path, samples: list[tuple[float, int]], latencies: list[float], title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    plots.mkdir(parents=True, exist_ok=True)
+    figure, axes = plt.subplots(figsize=(7, 4))
+    axes.plot([t for t, _ in samples], [n for _, n in samples])
+    axes.set_xlabel("seconds since the services started")
+    axes.set_ylabel("mails committed as ticket steps")
+    axes.set_title(f"Sustained: {title}")
+    axes.grid(True, alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(plots / "pipeline-sustained.png", dpi=110)
+    figure, axes = plt.subplots(figsize=(7, 4))
+    ordered = sorted(latencies)
+    axes.plot(ordered, [(i + 1) / len(ordered) for i in range(len(ordered))])
+    axes.axvline(POLL_INTERVAL_SECONDS + 2, color="red", linestyle="--", label="target p99: poll interval + 2 s")
+    axes.set_xlabel("seconds from APPEND to the committed ticket step")
+    axes.set_ylabel("share of mails")
+    axes.set_title("Latency at half the sustained rate (cumulative)")
+    axes.legend()
+    axes.grid(True, alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(plots / "pipeline-latency.png", dpi=110)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--mailboxes", type=int, default=10)
+    parser.add_argument("--mails", type=int, default=4000, help="mails in the mailboxes for the sustained phase")
+    parser.add_argument("--latency-seconds", type=float, default=60.0)
+    parser.add_argument("--plots", type=Path, default=None, help="write PNG plots here")
+    args = parser.parse_args()
+
+    endpoints = Stack().endpoints
+    run = uuid.uuid4().hex[:8]
+    rng = random.Random(run)
+    users = [add_mail_user(f"e2eb{run}{i}", f"pw-{run}-{i}") for i in range(args.mailboxes)]
+    per_mailbox = args.mails // args.mailboxes
+    total = per_mailbox * args.mailboxes
+    for index, user in enumerate(users):
+        fill_mailbox(endpoints, user.name, user.password, [realistic_mail(rng, index * per_mailbox + n) for n in range(per_mailbox)])
+
+    bare_started = time.monotonic()
+    for user in users:
+        bare_fetch(endpoints, user.name, user.password, 500)
+    bare_rate = total / (time.monotonic() - bare_started)
+
+    accounts = [
+        Account(
+            id=f"e2eb-{run}-{i}", name=f"E2E bench {i}", host=endpoints.host, port=endpoints.imaps_port,
+            ca_file=endpoints.ca_file, username=user.name, password=user.password,
+            poll_interval_seconds=POLL_INTERVAL_SECONDS, ticket_options={"create_user_from_local_part": True},
+        )
+        for i, user in enumerate(users)
+    ]
+    account_ids = [a.id for a in accounts]
+    with migrated_schema(endpoints.database_url, "e2e_bench") as database_url, tempfile.TemporaryDirectory() as logs:
+        engine = engine_for(database_url)
+        AccountStore(engine, cipher_from_settings(load_settings(AccountEncryptionSettings))).import_accounts(accounts)
+        groups = {f"MAILINTAKE_{s.upper()}_GROUP_ID": f"e2eb-{run}-{s}" for s in SERVICES}
+        place_group_at_end(endpoints.kafka_bootstrap, groups["MAILINTAKE_CLASSIFIER_GROUP_ID"], "mail.raw")
+        place_group_at_end(endpoints.kafka_bootstrap, groups["MAILINTAKE_TICKETER_GROUP_ID"], "mail.classified")
+        env = dict(os.environ) | service_environment(endpoints) | groups | {
+            f"MAILINTAKE_{s.upper()}_DATABASE_URL": database_url for s in SERVICES
+        } | {f"MAILINTAKE_{s.upper()}_LOG_LEVEL": "WARNING" for s in SERVICES}
+        pipeline = Pipeline(env, Path(logs))
+        try:
+            pipeline.start()
+            samples = wait_committed(engine, account_ids, total, pipeline, timeout=1800)
+            cpu = pipeline.cpu_seconds()
+            at = processed_at(engine, account_ids)
+            span = max(at.values()) - min(at.values())
+            rate = total / span
+
+            appended = append_at_rate(endpoints, users, rate / 2, args.latency_seconds, run)
+            wait_committed(engine, account_ids, total + len(appended), pipeline, timeout=600)
+            at = processed_at(engine, account_ids)
+            latencies = [at[m] - t for m, t in appended.items()]
+        finally:
+            pipeline.stop()
+
+    print(f"mailboxes {args.mailboxes}, mails {total} ({per_mailbox} per mailbox), poll interval {POLL_INTERVAL_SECONDS}s, load average {os.getloadavg()[0]:.1f}")
+    print("| measurement | value |")
+    print("|---|---|")
+    print(f"| bare IMAP FETCH (mails/s) | {bare_rate:,.0f} |")
+    print(f"| pipeline sustained, mailbox to committed step (mails/s) | {rate:,.0f} |")
+    print(f"| ratio to bare | {rate / bare_rate:.2f} |")
+    print(f"| CPU seconds per 1,000 mails (fetcher + classifier + ticketer) | {cpu / total * 1000:.1f} |")
+    print(f"| latency at {rate / 2:,.0f} mails/s, {len(latencies)} mails: p50 / p99 (s) | {statistics.median(latencies):.2f} / {percentile(latencies, 0.99):.2f} |")
+    if args.plots is not None:
+        plot(args.plots, samples, latencies, f"{total} mails in {args.mailboxes} mailboxes, {rate:,.0f} mails/s")
+        print(f"plots written to {args.plots}/pipeline-sustained.png and pipeline-latency.png")
+
+
+if __name__ == "__main__":
+    main()
