@@ -249,7 +249,7 @@ def drill_outcomes(
                 drill=drill.name,
                 check=check_mails(mails, steps, ledger, tickets),
                 recovery=recovery,
-                max_latency=max(seen) if seen and len(seen) == len(times) else (None if mails else 0.0),
+                max_latency=None if len(seen) < len(times) else max(seen, default=0.0),
                 note=notes.get(drill.name, ""),
             )
         )
