@@ -30,7 +30,10 @@ Time to recover: from the fault until the last of the drill's mails that the fau
 up became a ticket step. A mail is held up when it took longer from SMTP to ticket step
 than 95 % of the mails of the first drill (no fault), plus 2 s. 0 means no mail was held up.
 
-Exits 1 when a mail was lost or duplicated.
+Dovecot's own log (``tests/peers/dovecot_sessions.py``) shows whether a mailbox ever had
+two sessions at once, i.e. two replicas polling it across a rebalance.
+
+Exits 1 when a mail was lost or duplicated, or a mailbox had two sessions at once.
 """
 
 from __future__ import annotations
@@ -50,6 +53,7 @@ import uuid
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from email.message import EmailMessage
 from pathlib import Path
 
@@ -575,6 +579,10 @@ class DrillRun:
     total: MailCheck
     table: str
     seconds: float
+    mail_sessions: int
+    """Dovecot sessions of the run's mailboxes (all of them the fetchers': mail comes in through dovecot-lda)."""
+    overlapping_sessions: int
+    """Pairs of those sessions open at the same time on one mailbox: two replicas polling it at once."""
     notes: list[str] = field(default_factory=list)
 
 
@@ -592,10 +600,12 @@ def run_drills(config: DrillConfig) -> DrillRun:
     from services.fetcher.password_cipher import cipher_from_settings
     from services.fetcher.settings import AccountEncryptionSettings
     from tests.database_schemas import migrated_schema
+    from tests.peers.dovecot_sessions import overlapping, sessions
     from tests.stack_faults import restart
     from tests.ticketer.running_ticketer import delete_group_and_topics, place_group_at_end
 
     started = time.monotonic()
+    started_at = datetime.now()  # local time, as Dovecot's log writes it
     stack = Stack()
     endpoints = stack.up()
     os.environ.update(service_environment(endpoints))
@@ -682,10 +692,23 @@ def run_drills(config: DrillConfig) -> DrillRun:
             for group in groups.values():
                 delete_group_and_topics(endpoints.kafka_bootstrap, group)
     outcomes, total = drill_outcomes(plan, injector.mails, steps, ledger, tickets, fault_times, notes)
-    run_notes = [f"replicas that exited unasked and were started again: {dict(replicas.unasked_restarts) or 'none'}"]
+    names = {u.name for u in users}
+    found = [s for s in sessions(endpoints.state_dir / "logs" / "dovecot.log", started_at) if s.user in names]
+    # A login with no end line is left out: a mail process that ran logs its end, so
+    # this one never opened the mailbox (seen while Dovecot restarted). Reported apart.
+    ended = [s for s in found if s.ended is not None]
+    overlaps = overlapping(ended)
+    run_notes = [
+        f"Dovecot sessions of the drill's mailboxes: {len(found)} ({len(found) - len(ended)} with no end logged), "
+        f"two at once on one mailbox: {len(overlaps)}"
+    ]
+    run_notes += [f"  {a.user}: {a.started} to {a.ended} and {b.started} to {b.ended}" for a, b in overlaps[:5]]
+    run_notes.append(f"replicas that exited unasked and were started again: {dict(replicas.unasked_restarts) or 'none'}")
     run_notes.append(f"exit codes at the end (SIGTERM): {codes}")
     run_notes.append(f"SMTP deliveries retried: {injector.retries}; step-watch read errors: {watch.errors}")
-    return DrillRun(outcomes, total, outcome_table(outcomes, total), time.monotonic() - started, run_notes)
+    return DrillRun(
+        outcomes, total, outcome_table(outcomes, total), time.monotonic() - started, len(found), len(overlaps), run_notes
+    )
 
 
 def apply_fault(drill: Drill, replicas: Replicas, restart_component) -> str:
@@ -746,7 +769,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for note in result.notes:
         print(note)
     print(f"ran {result.seconds:.0f} s; load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
-    if result.total.lost or result.total.duplicated:
+    if result.total.lost or result.total.duplicated or result.overlapping_sessions:
         print(f"lost: {list(result.total.lost)[:10]}\nduplicated: {list(result.total.duplicated)[:10]}")
         return 1
     return 0

@@ -106,6 +106,8 @@ def test_quick_drills_lose_and_duplicate_no_mail(stack, tmp_path):
     assert result.total.mails_in >= 500
     assert result.total.lost == (), f"lost: {result.total.lost[:10]}\n{result.table}"
     assert result.total.duplicated == (), f"duplicated: {result.total.duplicated[:10]}\n{result.table}"
+    assert result.mail_sessions >= 30, "Dovecot logged no polls of the drill's mailboxes"
+    assert result.overlapping_sessions == 0, "\n".join(result.notes)
     # Every drill recovered: the last held-up mail of each arrived (generous: a session
     # timeout plus poll interval is the design, a rebalance on a loaded machine adds more).
     for outcome in result.outcomes[1:]:
