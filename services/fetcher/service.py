@@ -310,8 +310,13 @@ class Fetcher:
                             consecutive_failures=schedule.failures.get(account_id, 0),
                             retry_in_seconds=round(delay, 1),
                         )
-            # Polls in flight finish (each bounded by the timeouts) before the producer
-            # closes and before the partitions go to other replicas.
+            # Polls still queued for a worker never start: with more due than workers
+            # (a large share of mailboxes, a slow server) the queue can hold minutes of
+            # work, and an untouched mailbox is simply polled by its next owner. Polls in
+            # flight finish (each bounded by the timeouts) before the producer closes and
+            # before the partitions go to other replicas.
+            for future in [f for f in running if f.cancel()]:
+                del running[future]
             wait(running)
         if self._ownership is not None:
             self._ownership.close()

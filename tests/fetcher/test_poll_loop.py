@@ -64,3 +64,40 @@ def test_a_hanging_server_holds_up_only_its_own_account(
     assert (hanging_status.last_error_step, hanging_status.last_error) == ("tls", "no answer within 2 s")
     assert hanging_status.consecutive_failures == 1 and hanging_status.last_success_at is None
     assert len(mail_raw.records(good.id)) == 2
+
+
+def test_a_stop_lets_polls_in_flight_finish_but_starts_none_of_the_queued_ones(stack, unique, imap_user, account_for, fetcher_for):
+    """Eight mailboxes on one worker, each poll hanging for its 2 s timeout: polls queue
+    up. A stop (SIGTERM) must not work through that queue before the replica leaves."""
+    silent = socket.create_server(("127.0.0.1", 0))
+    connected_at: list[float] = []
+
+    def accept_and_stay_silent() -> None:
+        held = []
+        while True:
+            try:
+                connection, _ = silent.accept()
+            except OSError:  # closed at the end of the test
+                break
+            connected_at.append(time.monotonic())
+            held.append(connection)
+
+    threading.Thread(target=accept_and_stay_silent, daemon=True).start()
+    accounts = [
+        account_for(imap_user, id=f"queued-{unique}-{n}", port=silent.getsockname()[1], poll_interval_seconds=5)
+        for n in range(8)
+    ]
+    fetcher = fetcher_for(*accounts, timeout_seconds=2.0, poll_workers=1)
+    stop, health = threading.Event(), Health()
+    loop = threading.Thread(target=fetcher.run, args=(health, stop))
+    loop.start()
+    # The first polls are spread over the 5 s interval; each takes 2 s on the one worker.
+    time.sleep(7)
+    stop.set()
+    stopped_at = time.monotonic()
+    loop.join(30)
+    silent.close()
+    assert not loop.is_alive()
+    started_after_stop = [at for at in connected_at if at > stopped_at]
+    # One poll may have been on its way to connect when the stop came; no queued one starts.
+    assert len(started_after_stop) <= 1, f"{len(started_after_stop)} polls started after the stop"
