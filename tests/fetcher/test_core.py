@@ -9,6 +9,7 @@ from services.fetcher.account import Account
 from services.fetcher.core import (
     Cursor,
     backoff_seconds,
+    header_block,
     imap_quoted,
     imap_source_id,
     imap_uid,
@@ -19,6 +20,7 @@ from services.fetcher.core import (
     plan_pop3,
     pop3_source_id,
     sasl_plain,
+    without_comments,
 )
 
 
@@ -59,9 +61,73 @@ def test_record_carries_the_bytes_inline_or_the_claim_check():
     assert claimed.raw is None and claimed.claim_check == check
 
 
-@pytest.mark.parametrize("raw", [b"", b"\xff\xfe garbage", b"Subject: no id\r\n\r\n"])
-def test_message_id_absent_or_unreadable_is_none(raw):
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"",
+        b"\xff\xfe garbage",
+        b"Subject: no id\r\n\r\n",
+        b"Subject: no id\r\n\r\nMessage-ID: <in@body>\r\n",
+        b"X-Message-ID: <a@b>\r\nOriginal-Message-ID: <c@d>\r\nResent-Message-ID: <e@f>\r\n\r\n",
+        b"Message-IDs: <a@b>\r\n\r\n",
+        b"References: <x@y>\r\n Message-ID: <continuation@of-references>\r\n\r\n",
+        b"Message-ID:\r\n\r\n",
+        b"Message-ID: <>\r\n\r\n",
+        b"Message-ID: none given\r\n\r\n",
+        b"Message-ID: (only a comment <a@b>)\r\n\r\n",
+    ],
+)
+def test_message_id_absent_or_unusable_is_none(raw):
     assert message_id_of(raw) is None
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        (b"Message-ID: <a@b>\r\n\r\nbody", "<a@b>"),
+        (b"Subject: x\r\nmessage-id: <lower@case>\r\n\r\n", "<lower@case>"),
+        (b"MESSAGE-ID: <upper@case>\r\n\r\n", "<upper@case>"),
+        (b"Message-Id: <first@one>\r\nMessage-ID: <second@one>\r\n\r\n", "<first@one>"),
+        (b"Message-ID:\r\n <folded@once>\r\n\r\n", "<folded@once>"),
+        (b"Message-ID:\r\n\t\r\n  <folded@twice>\r\nSubject: x\r\n\r\n", "<folded@twice>"),
+        (b"Message-ID:\n <lf@only>\n\nbody", "<lf@only>"),
+        (b"Message-ID :  <obsolete@blank-before-colon>\r\n\r\n", "<obsolete@blank-before-colon>"),
+        (b"Message-ID: (client (v2) \\) <x@y>) <a@b> (trailing)\r\n\r\n", "<a@b>"),
+        (b"Message-ID: <a(b)@c>\r\n\r\n", "<a(b)@c>"),
+        (b"Message-ID: bare.id@host.example\r\n\r\n", "<bare.id@host.example>"),
+        (b"Message-ID: <8bit-\xff\xfe@junk>\r\nSubject: \xe4\xf6\r\n\r\n", "<8bit-\ufffd\ufffd@junk>"),
+        (b"Message-ID: junk\x00 <after@junk> <second@id>\r\n\r\n", "<after@junk>"),
+        (b"Message-ID: <no-blank-line@at-all>", "<no-blank-line@at-all>"),
+    ],
+)
+def test_message_id_is_the_first_headers_token_unfolded_and_without_comments(raw, expected):
+    assert message_id_of(raw) == expected
+
+
+def test_message_id_is_found_past_a_long_header_block_and_not_in_an_lf_body():
+    raw = b"".join(b"Received: from hop%d\r\n\tby mx; Mon, 2 Dec 2024\r\n" % n for n in range(200))
+    assert message_id_of(raw + b"Message-ID: <late@header>\r\n\r\nbody\n\nmore") == "<late@header>"
+    assert message_id_of(b"Subject: x\r\n\r\nbody\n\nMessage-ID: <in@body>\n") is None
+
+
+@pytest.mark.parametrize(
+    ("raw", "block"),
+    [
+        (b"", b""),
+        (b"A: 1\r\n\r\nbody\n\nmore", b"A: 1\r\n\r\n"),
+        (b"A: 1\n\nbody\r\n\r\nmore", b"A: 1\n\n"),
+        (b"A: 1\r\n\nbody", b"A: 1\r\n\n"),
+        (b"A: 1\r\nno blank line", b"A: 1\r\nno blank line"),
+    ],
+)
+def test_header_block_ends_at_the_first_blank_line_of_either_kind(raw, block):
+    assert header_block(raw) == block
+
+
+def test_without_comments_drops_nested_and_escaped_comments_but_not_inside_angle_brackets():
+    assert without_comments("(a (b) \\) c) <x(y)@z> (d)") == " <x(y)@z> "
+    assert without_comments("no comment") == "no comment"
+    assert without_comments("(unclosed <a@b>") == ""
 
 
 def test_sasl_plain_is_utf8_with_the_user_name_intact():
