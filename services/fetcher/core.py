@@ -154,6 +154,38 @@ def imap_uid(source_id: str) -> int:
     return int(source_id.rsplit(":", 1)[1])
 
 
+# One FETCH response in the shape servers send for ``UID FETCH <set> BODY.PEEK[]``, as
+# imaplib hands it over: this line, then the literal, then ")" as an item of its own.
+_UID_AND_BODY = re.compile(rb"[0-9]+ \(UID ([0-9]+) BODY\[\] \{([0-9]+)\}")
+
+
+def imap_bodies(fetch_data: Sequence[bytes | tuple[bytes, bytes] | None]) -> dict[int, bytes] | None:
+    """UID -> bytes from imaplib's untagged FETCH data, or None when any response has
+    another shape (an unsolicited FLAGS update, other items, another order).
+
+    imapclient's general parser tokenises every response in Python and cost about as
+    much as the fetch itself; this reads the usual shape with one regex match per mail
+    and leaves every other shape to that parser.
+    """
+    bodies: dict[int, bytes] = {}
+    closing = False
+    for item in fetch_data:
+        if closing:
+            if item != b")":
+                return None
+            closing = False
+        elif (
+            isinstance(item, tuple)
+            and (head := _UID_AND_BODY.fullmatch(item[0]))
+            and int(head.group(2)) == len(item[1])
+        ):
+            bodies[int(head.group(1))] = item[1]
+            closing = True
+        elif item is not None:
+            return None
+    return None if closing else bodies
+
+
 def pop3_source_id(uidl: str) -> str:
     return f"pop3:{uidl}"
 

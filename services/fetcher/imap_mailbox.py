@@ -17,9 +17,10 @@ from collections.abc import Mapping, Sequence
 import structlog
 from imapclient import IMAPClient
 from imapclient.exceptions import IMAPClientError
+from imapclient.response_parser import parse_fetch_response
 
 from services.fetcher.account import Account, Security
-from services.fetcher.core import imap_quoted, imap_source_id, imap_uid, plan_fetch
+from services.fetcher.core import imap_bodies, imap_quoted, imap_source_id, imap_uid, plan_fetch
 from services.fetcher.cursor_store import CursorStore
 from services.fetcher.mail_connection import (
     MailSession,
@@ -229,12 +230,22 @@ class ImapSession(MailSession):
 
     def fetch(self, uids: Sequence[int]) -> dict[int, bytes]:
         """Raw bytes by UID. BODY.PEEK keeps \\Seen unset: flagging waits for Kafka's ack."""
+        client = self._authenticated()
         with network_step("fetch", self._timeout):
             try:
-                response = self._authenticated().fetch(list(uids), ["BODY.PEEK[]"])
+                # imaplib's own UID command, so the usual response shape skips imapclient's parser.
+                typ, data = client._imap.uid("FETCH", ",".join(map(str, uids)), "(BODY.PEEK[])")
             except IMAPClientError as exc:
                 raise MailServerError("fetch", _server_text(exc)) from None
-        return {uid: data[b"BODY[]"] for uid, data in response.items() if b"BODY[]" in data}
+        if typ != "OK":  # a NO reply; imaplib raises on BAD
+            reply = data[-1] if data and isinstance(data[-1], bytes) else typ.encode()
+            raise MailServerError("fetch", reply.decode("utf-8", "replace"))
+        bodies = imap_bodies(data)
+        if bodies is None:
+            parsed = parse_fetch_response(data, client.normalise_times, True)
+            bodies = {uid: fields[b"BODY[]"] for uid, fields in parsed.items() if b"BODY[]" in fields}
+        # Unsolicited responses may name mails not asked for.
+        return {uid: bodies[uid] for uid in uids if uid in bodies}
 
     def act(self, action: str, uids: Sequence[int]) -> None:
         """Apply ``action`` (mark_seen, delete, move:<folder>) to ``uids``."""

@@ -10,6 +10,7 @@ from services.fetcher.core import (
     Cursor,
     backoff_seconds,
     header_block,
+    imap_bodies,
     imap_quoted,
     imap_source_id,
     imap_uid,
@@ -166,3 +167,25 @@ def test_backoff_doubles_per_failure_with_jitter_and_a_cap(failures, low, high):
 
 def test_backoff_is_never_shorter_than_the_interval():
     assert all(backoff_seconds(600, 1, random.Random(i)) >= 600 for i in range(100))
+
+
+def test_imap_bodies_reads_the_usual_fetch_shape():
+    data = [(b"1 (UID 7 BODY[] {3}", b"abc"), b")", (b"2 (UID 9 BODY[] {0}", b""), b")"]
+    assert imap_bodies(data) == {7: b"abc", 9: b""}
+    assert imap_bodies([None]) == {}, "imaplib's answer when there was no FETCH response"
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        [b"3 (FLAGS (\\Seen) UID 4)", (b"1 (UID 7 BODY[] {3}", b"abc"), b")"],
+        [(b"1 (UID 7 FLAGS (\\Seen) BODY[] {3}", b"abc"), b")"],
+        [(b"1 (BODY[] {3}", b"abc"), b" UID 7)"],
+        [(b"1 (UID 7 BODY[] {4}", b"abc"), b")"],
+        [(b"1 (UID 7 BODY[] {3}", b"abc")],
+        [(b"1 (UID 7 BODY[] {3}", b"abc"), b" FLAGS (\\Seen))"],
+        [b'1 (UID 7 BODY[] "abc")'],
+    ],
+)
+def test_imap_bodies_leaves_every_other_shape_to_the_full_parser(data):
+    assert imap_bodies(data) is None

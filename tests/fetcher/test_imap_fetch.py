@@ -31,6 +31,31 @@ def status_of(stack, account_id: str):
         return connection.execute(select(AccountStatus).where(AccountStatus.account_id == account_id)).one()
 
 
+def test_fetch_reads_bodies_when_dovecot_mixes_in_unsolicited_flag_updates(
+    unique, account_for, imap_client, imap_user, imap_folder
+):
+    from services.fetcher.imap_mailbox import ImapSession
+
+    user, folder, sent = imap_user, imap_folder, mails(imap_user, unique, 3)
+    with imap_client(user) as client:
+        for raw in sent:
+            client.append(folder, raw)
+    session = ImapSession(account_for(user, folder=folder), timeout=10)
+    session.open()
+    try:
+        session.select(folder)
+        with imap_client(user) as other:
+            other.select_folder(folder)
+            other.add_flags([1, 3], [b"\\Flagged"])
+        # Dovecot reports the other session's flag change with the next command's
+        # responses: the FETCH data then holds more than UID and BODY[].
+        fetched = session.fetch([2, 3])
+    finally:
+        session.close()
+    # Dovecot stores the mails with CRLF line ends.
+    assert fetched == {2: sent[1].replace(b"\n", b"\r\n"), 3: sent[2].replace(b"\n", b"\r\n")}
+
+
 @pytest.mark.parametrize("security", ["tls", "starttls"])
 def test_each_new_mail_is_produced_once_then_marked_seen(
     stack, unique, account_for, imap_client, imap_user, imap_folder, fetcher_for, mail_raw, security
