@@ -62,6 +62,14 @@ def test_record_carries_the_bytes_inline_or_the_claim_check():
     assert claimed.raw is None and claimed.claim_check == check
 
 
+def test_the_record_encodes_to_the_bytes_the_field_by_field_checked_encoder_writes():
+    from mailintake.contracts import encode, encode_record
+
+    now = datetime(2026, 11, 29, 12, 0, 0, 123456, tzinfo=UTC)
+    record = mail_record(account(), source_id="imap:5:11", raw=b"Message-ID: <a@b>\r\n\r\nx", poll_cycle=4, fetched_at=now, claim_check=None)
+    assert encode_record("mail.raw", record) == encode("mail.raw", record.to_avro())
+
+
 @pytest.mark.parametrize(
     "raw",
     [
