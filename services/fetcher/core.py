@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import random
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TypeVar
@@ -186,6 +186,22 @@ def imap_bodies(fetch_data: Sequence[bytes | tuple[bytes, bytes] | None]) -> dic
     return None if closing else bodies
 
 
+_UID_AND_SIZE = re.compile(rb"[0-9]+ \(UID ([0-9]+) RFC822\.SIZE ([0-9]+)\)")
+
+
+def imap_sizes(fetch_data: Sequence[bytes | tuple[bytes, bytes] | None]) -> dict[int, int] | None:
+    """UID -> octets from imaplib's untagged data of ``UID FETCH <set> (RFC822.SIZE)``, or
+    None when any response has another shape (left to imapclient's parser, as in
+    :func:`imap_bodies`)."""
+    sizes: dict[int, int] = {}
+    for item in fetch_data:
+        if isinstance(item, bytes) and (found := _UID_AND_SIZE.fullmatch(item)):
+            sizes[int(found.group(1))] = int(found.group(2))
+        elif item is not None:
+            return None
+    return sizes
+
+
 def pop3_source_id(uidl: str) -> str:
     return f"pop3:{uidl}"
 
@@ -250,6 +266,22 @@ def backoff_seconds(interval: int, failures: int, rng: random.Random) -> float:
     failing together (a server restart) do not retry in lockstep; never below the interval."""
     base = min(interval * (2 ** max(failures - 1, 0)), MAX_BACKOFF_SECONDS)
     return max(float(interval), base * rng.uniform(0.8, 1.2))
+
+
+def chunks_by_size(ids: Sequence[str], sizes: Mapping[str, int], max_bytes: int) -> Iterator[list[str]]:
+    """``ids`` in order, cut into chunks of at most ``max_bytes`` by ``sizes``; a mail
+    larger than that (or of unknown size) is a chunk of its own."""
+    chunk: list[str] = []
+    total = 0
+    for item in ids:
+        size = sizes.get(item, max_bytes)
+        if chunk and total + size > max_bytes:
+            yield chunk
+            chunk, total = [], 0
+        chunk.append(item)
+        total += size
+    if chunk:
+        yield chunk
 
 
 def chunked(items: Sequence[T], size: int) -> Iterator[list[T]]:

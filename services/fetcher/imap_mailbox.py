@@ -20,7 +20,7 @@ from imapclient.exceptions import IMAPClientError
 from imapclient.response_parser import parse_fetch_response
 
 from services.fetcher.account import Account, Security
-from services.fetcher.core import imap_bodies, imap_quoted, imap_source_id, imap_uid, plan_fetch
+from services.fetcher.core import imap_bodies, imap_quoted, imap_sizes, imap_source_id, imap_uid, plan_fetch
 from services.fetcher.cursor_store import CursorStore
 from services.fetcher.mail_connection import (
     MailSession,
@@ -60,6 +60,12 @@ def _server_text(exc: BaseException) -> str:
         except (ValueError, SyntaxError):
             pass
     return text
+
+
+def _no_reply_text(typ: str, data: list) -> str:
+    """The text of a tagged NO reply to a command sent with imaplib's ``uid``."""
+    reply = data[-1] if data and isinstance(data[-1], bytes) else typ.encode()
+    return reply.decode("utf-8", "replace")
 
 
 class _IMAP4OnSocket(imaplib.IMAP4):
@@ -220,13 +226,22 @@ class ImapSession(MailSession):
                     "(the fetcher creates no folders, so a typo cannot make one).",
                 ) from None
 
-    def uids_from(self, uid: int) -> list[int]:
-        """UIDs of the selected folder from ``uid`` on (the server adds the highest UID if none is)."""
+    def sizes_from(self, uid: int) -> dict[int, int]:
+        """Octets by UID of the selected folder's mails from ``uid`` on (the server adds the
+        highest UID if none is): the listing and the sizes that chunk the fetch, in one command."""
+        client = self._authenticated()
         with network_step("list", self._timeout):
             try:
-                return list(self._authenticated().search(["UID", f"{uid}:*"]))
+                typ, data = client._imap.uid("FETCH", f"{uid}:*", "(RFC822.SIZE)")
             except IMAPClientError as exc:
                 raise MailServerError("list", _server_text(exc)) from None
+        if typ != "OK":  # a NO reply; imaplib raises on BAD
+            raise MailServerError("list", _no_reply_text(typ, data))
+        sizes = imap_sizes(data)
+        if sizes is None:
+            parsed = parse_fetch_response(data, client.normalise_times, True)
+            sizes = {uid: fields[b"RFC822.SIZE"] for uid, fields in parsed.items() if b"RFC822.SIZE" in fields}
+        return sizes
 
     def fetch(self, uids: Sequence[int]) -> dict[int, bytes]:
         """Raw bytes by UID. BODY.PEEK keeps \\Seen unset: flagging waits for Kafka's ack."""
@@ -238,8 +253,7 @@ class ImapSession(MailSession):
             except IMAPClientError as exc:
                 raise MailServerError("fetch", _server_text(exc)) from None
         if typ != "OK":  # a NO reply; imaplib raises on BAD
-            reply = data[-1] if data and isinstance(data[-1], bytes) else typ.encode()
-            raise MailServerError("fetch", reply.decode("utf-8", "replace"))
+            raise MailServerError("fetch", _no_reply_text(typ, data))
         bodies = imap_bodies(data)
         if bodies is None:
             parsed = parse_fetch_response(data, client.normalise_times, True)
@@ -320,6 +334,7 @@ class ImapMailbox:
         self._cursors = cursors
         self._session = ImapSession(account, timeout, source_address=source_address)
         self._uidvalidity = 0
+        self._sizes: dict[str, int] = {}
 
     def open(self) -> None:
         """Log in, check the move target exists (before any mail is produced), select the folder."""
@@ -336,8 +351,8 @@ class ImapMailbox:
         account = self.account
         cursor = self._cursors.load(account.id, account.folder)
         changed = cursor.uidvalidity is not None and cursor.uidvalidity != self._uidvalidity
-        found = self._session.uids_from(1 if changed else cursor.last_uid + 1)
-        plan = plan_fetch(cursor, self._uidvalidity, found)
+        sizes = self._session.sizes_from(1 if changed else cursor.last_uid + 1)
+        plan = plan_fetch(cursor, self._uidvalidity, list(sizes))
         if plan.uidvalidity_changed:
             log.warning(
                 "imap.uidvalidity_changed", old=cursor.uidvalidity, new=self._uidvalidity, mails_to_fetch_again=len(plan.uids)
@@ -345,7 +360,11 @@ class ImapMailbox:
             # Nothing of the new generation is produced yet; recording that loses nothing
             # and keeps an empty folder from looking changed on every poll.
             self._cursors.save_mark(account.id, account.folder, self._uidvalidity, 0)
-        return [imap_source_id(self._uidvalidity, uid) for uid in plan.uids]
+        self._sizes = {imap_source_id(self._uidvalidity, uid): sizes[uid] for uid in plan.uids}
+        return list(self._sizes)
+
+    def sizes(self) -> Mapping[str, int]:
+        return self._sizes
 
     def fetch(self, source_ids: Sequence[str]) -> Mapping[str, bytes]:
         by_uid = self._session.fetch([imap_uid(s) for s in source_ids])

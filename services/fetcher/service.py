@@ -42,7 +42,7 @@ from mailintake.database import engine_for
 from mailintake.runtime.http_endpoint import Health
 from services.fetcher.account import Account, AccountProtocol
 from services.fetcher.account_store import AccountStore
-from services.fetcher.core import chunked, mail_record
+from services.fetcher.core import chunked, chunks_by_size, mail_record
 from services.fetcher.cursor_store import CursorStore
 from services.fetcher.imap_mailbox import ImapMailbox
 from services.fetcher.mail_source import MailServerError, MailSource, StepFailed
@@ -176,7 +176,10 @@ class Fetcher:
             # not stretch the cycle numbers that bundling compares.
             cycle = self._cursors.next_cycle(account.id, account.folder)
             structlog.contextvars.bind_contextvars(poll_cycle=cycle)
-            chunks = list(chunked(pending, self._settings.fetch_chunk))
+            settings, sizes = self._settings, source.sizes()
+            chunks = list(
+                chunks_by_size(pending, sizes, settings.fetch_chunk_bytes) if sizes else chunked(pending, settings.fetch_chunk)
+            )
             if len(chunks) > 1:
                 self._overlapped(account, source, cycle, chunks, progress)
             for chunk in chunks[:1] if len(chunks) == 1 else ():

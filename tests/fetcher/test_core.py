@@ -9,9 +9,11 @@ from services.fetcher.account import Account
 from services.fetcher.core import (
     Cursor,
     backoff_seconds,
+    chunks_by_size,
     header_block,
     imap_bodies,
     imap_quoted,
+    imap_sizes,
     imap_source_id,
     imap_uid,
     mail_record,
@@ -197,3 +199,22 @@ def test_imap_bodies_reads_the_usual_fetch_shape():
 )
 def test_imap_bodies_leaves_every_other_shape_to_the_full_parser(data):
     assert imap_bodies(data) is None
+
+
+def test_imap_sizes_reads_the_usual_listing_and_leaves_other_shapes_to_the_full_parser():
+    assert imap_sizes([b"1 (UID 7 RFC822.SIZE 4863)", b"2 (UID 9 RFC822.SIZE 0)"]) == {7: 4863, 9: 0}
+    assert imap_sizes([None]) == {}
+    assert imap_sizes([b"1 (RFC822.SIZE 4863 UID 7)"]) is None
+    assert imap_sizes([b"1 (UID 7 RFC822.SIZE 4863 FLAGS (\\Seen))"]) is None
+
+
+def test_chunks_by_size_keep_the_order_and_stay_within_the_budget():
+    sizes = {"a": 3, "b": 3, "c": 4, "d": 10, "e": 1, "f": 25, "g": 2}
+    chunks = list(chunks_by_size(list("abcdefg"), sizes, 10))
+    assert chunks == [["a", "b", "c"], ["d"], ["e"], ["f"], ["g"]]
+    assert [item for chunk in chunks for item in chunk] == list("abcdefg")
+    assert list(chunks_by_size([], sizes, 10)) == []
+
+
+def test_chunks_by_size_put_a_mail_of_unknown_size_alone():
+    assert list(chunks_by_size(["a", "x", "b"], {"a": 1, "b": 1}, 10)) == [["a"], ["x"], ["b"]]

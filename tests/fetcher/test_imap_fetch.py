@@ -170,9 +170,12 @@ def test_only_acknowledged_chunks_are_acted_on_and_marked(
         client.create_folder(f"Done{unique}")
         for raw in mails(imap_user, unique, 4):
             client.append(imap_folder, raw)
+        client.select_folder(imap_folder, readonly=True)
+        first_two = sum(data[b"RFC822.SIZE"] for data in client.fetch([1, 2], ["RFC822.SIZE"]).values())
     after_fetch = f"move:Done{unique}" if action == "move" else action
     account = account_for(imap_user, id=f"imap-{unique}", folder=imap_folder, after_fetch=after_fetch)
-    flaky = fetcher_for(account, producer=AcksOnlyFor(kafka_producer, 2), fetch_chunk=2)
+    # IMAP chunks by the sizes the server lists: two mails per chunk.
+    flaky = fetcher_for(account, producer=AcksOnlyFor(kafka_producer, 2), fetch_chunk_bytes=first_two)
     with pytest.raises(StepFailed) as failure:
         flaky.poll(account)
     assert failure.value.step == "produce" and "KafkaTimeoutError" in failure.value.explanation
