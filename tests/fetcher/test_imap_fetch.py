@@ -56,6 +56,25 @@ def test_fetch_reads_bodies_when_dovecot_mixes_in_unsolicited_flag_updates(
     assert fetched == {2: sent[1].replace(b"\n", b"\r\n"), 3: sent[2].replace(b"\n", b"\r\n")}
 
 
+def test_imaplibs_protocol_trace_is_logged_when_its_logger_is_at_debug(caplog, account_for, imap_user, imap_folder):
+    import logging
+
+    from services.fetcher.imap_mailbox import ImapSession
+
+    for level, traced in ((logging.INFO, False), (logging.DEBUG, True)):
+        caplog.clear()
+        with caplog.at_level(level, logger="imapclient.imaplib"):
+            session = ImapSession(account_for(imap_user, folder=imap_folder), timeout=10)
+            session.open()
+            try:
+                session.select(imap_folder)
+                session.fetch([1])
+            finally:
+                session.close()
+        trace = [r for r in caplog.records if r.name == "imapclient.imaplib"]
+        assert bool(trace) is traced, f"imaplib trace at {logging.getLevelName(level)}: {len(trace)} lines"
+
+
 @pytest.mark.parametrize("security", ["tls", "starttls"])
 def test_each_new_mail_is_produced_once_then_marked_seen(
     stack, unique, account_for, imap_client, imap_user, imap_folder, fetcher_for, mail_raw, security
