@@ -296,6 +296,9 @@ class Fetcher:
 
     def run(self, health: Health, stop: threading.Event) -> None:
         """Poll every enabled account at its interval until ``stop`` is set."""
+        # Failing accounts go on with their backoff from account_status, where each poll's
+        # outcome is kept: a restart must not reset it to the first step.
+        failing = {a: f for a, f in self._status.failing(datetime.now(UTC)).items() if a in self._accounts}
         # More accounts than workers: spread the first polls over the interval, or they
         # all fall due in the same second of every interval and queue for the workers.
         schedule = PollSchedule(
@@ -303,10 +306,15 @@ class Fetcher:
             time.monotonic(),
             random.Random(),
             stagger=len(self._accounts) > self._settings.poll_workers,
+            failing=failing,
         )
+        for account_id, (failures, _) in failing.items():
+            FAILURES.labels(account_id).set(failures)
         running: dict[Future[StepFailed | None], str] = {}
         health.set_ready(True)
-        log.info("fetcher.started", accounts=len(self._accounts), workers=self._settings.poll_workers)
+        log.info(
+            "fetcher.started", accounts=len(self._accounts), workers=self._settings.poll_workers, backing_off=len(failing)
+        )
         refreshed_at = time.monotonic()
         with ThreadPoolExecutor(max_workers=self._settings.poll_workers, thread_name_prefix="poll") as pool:
             while not stop.is_set():
