@@ -13,7 +13,8 @@ import imaplib
 import logging
 import re
 import socket
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import structlog
 from imapclient import IMAPClient
@@ -61,12 +62,6 @@ def _server_text(exc: BaseException) -> str:
         except (ValueError, SyntaxError):
             pass
     return text
-
-
-def _no_reply_text(typ: str, data: list) -> str:
-    """The text of a tagged NO reply to a command sent with imaplib's ``uid``."""
-    reply = data[-1] if data and isinstance(data[-1], bytes) else typ.encode()
-    return reply.decode("utf-8", "replace")
 
 
 class _IMAP4OnSocket(imaplib.IMAP4):
@@ -235,37 +230,42 @@ class ImapSession(MailSession):
     def sizes_from(self, uid: int) -> dict[int, int]:
         """Octets by UID of the selected folder's mails from ``uid`` on (the server adds the
         highest UID if none is): the listing and the sizes that chunk the fetch, in one command."""
-        client = self._authenticated()
-        with network_step("list", self._timeout):
-            try:
-                typ, data = client._imap.uid("FETCH", f"{uid}:*", "(RFC822.SIZE)")
-            except IMAPClientError as exc:
-                raise MailServerError("list", _server_text(exc)) from None
-        if typ != "OK":  # a NO reply; imaplib raises on BAD
-            raise MailServerError("list", _no_reply_text(typ, data))
-        sizes = imap_sizes(data)
-        if sizes is None:
-            parsed = parse_fetch_response(data, client.normalise_times, True)
-            sizes = {uid: fields[b"RFC822.SIZE"] for uid, fields in parsed.items() if b"RFC822.SIZE" in fields}
-        return sizes
+        return self._uid_fetch("list", f"{uid}:*", "RFC822.SIZE", b"RFC822.SIZE", imap_sizes)
 
     def fetch(self, uids: Sequence[int]) -> dict[int, bytes]:
         """Raw bytes by UID. BODY.PEEK keeps \\Seen unset: flagging waits for Kafka's ack."""
-        client = self._authenticated()
-        with network_step("fetch", self._timeout):
-            try:
-                # imaplib's own UID command, so the usual response shape skips imapclient's parser.
-                typ, data = client._imap.uid("FETCH", ",".join(map(str, uids)), "(BODY.PEEK[])")
-            except IMAPClientError as exc:
-                raise MailServerError("fetch", _server_text(exc)) from None
-        if typ != "OK":  # a NO reply; imaplib raises on BAD
-            raise MailServerError("fetch", _no_reply_text(typ, data))
-        bodies = imap_bodies(data)
-        if bodies is None:
-            parsed = parse_fetch_response(data, client.normalise_times, True)
-            bodies = {uid: fields[b"BODY[]"] for uid, fields in parsed.items() if b"BODY[]" in fields}
+        bodies = self._uid_fetch("fetch", ",".join(map(str, uids)), "BODY.PEEK[]", b"BODY[]", imap_bodies)
         # Unsolicited responses may name mails not asked for.
         return {uid: bodies[uid] for uid in uids if uid in bodies}
+
+    def _uid_fetch(
+        self,
+        step: str,
+        message_set: str,
+        item: str,
+        answer_item: bytes,
+        read_usual: Callable[[list], dict[int, Any] | None],
+    ) -> dict[int, Any]:
+        """``UID FETCH message_set (item)``: ``answer_item``'s value by UID.
+
+        Sent with imaplib's own UID command: ``read_usual`` reads the usual response shape
+        with a regex match per mail, and only another shape (an unsolicited FLAGS update,
+        say) goes through imapclient's parser, which tokenises every response in Python.
+        """
+        client = self._authenticated()
+        with network_step(step, self._timeout):
+            try:
+                typ, data = client._imap.uid("FETCH", message_set, f"({item})")
+            except IMAPClientError as exc:
+                raise MailServerError(step, _server_text(exc)) from None
+        if typ != "OK":  # a NO reply; imaplib raises on BAD
+            reply = data[-1] if data and isinstance(data[-1], bytes) else typ.encode()
+            raise MailServerError(step, reply.decode("utf-8", "replace"))
+        found = read_usual(data)
+        if found is None:
+            parsed = parse_fetch_response(data, client.normalise_times, True)
+            found = {uid: fields[answer_item] for uid, fields in parsed.items() if answer_item in fields}
+        return found
 
     def act(self, action: str, uids: Sequence[int]) -> None:
         """Apply ``action`` (mark_seen, delete, move:<folder>) to ``uids``."""
