@@ -180,8 +180,9 @@ class Fetcher:
             )
             if len(chunks) > 1:
                 self._overlapped(account, source, cycle, chunks, progress)
-            for chunk in chunks[:1] if len(chunks) == 1 else ():
-                sent = self._send(account, cycle, chunk, source.fetch(chunk))
+            elif chunks:
+                # One chunk (the usual poll: a few new mails) has nothing to overlap.
+                sent = self._send(account, cycle, chunks[0], source.fetch(chunks[0]))
                 self._act_and_advance(source, sent, self._acknowledged(account, sent, progress))
         finally:
             source.close()
@@ -198,26 +199,23 @@ class Fetcher:
         chunks are held: one fetched, one produced, one being fetched.
         """
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="mailbox") as mailbox:
-            job = mailbox.submit(contextvars.copy_context().run, source.fetch, chunks[0])
-            produced: _Sent | None = None
-            acknowledged: list[str] = []
-            for chunk, following in zip(chunks, [*chunks[1:], None], strict=True):
+            mails = source.fetch(chunks[0])
+            job = mailbox.submit(contextvars.copy_context().run, source.fetch, chunks[1])
+            produced = self._send(account, cycle, chunks[0], mails)
+            for chunk, following in zip(chunks[1:], [*chunks[2:], None], strict=True):
                 mails = job.result()
-                if produced is not None:
-                    acknowledged = self._acknowledged(account, produced, progress)
+                acknowledged = self._acknowledged(account, produced, progress)
                 job = mailbox.submit(
                     contextvars.copy_context().run, self._act_then_fetch, source, produced, acknowledged, following
                 )
                 produced = self._send(account, cycle, chunk, mails)
             job.result()
-            assert produced is not None
-            self._act_and_advance(source, produced, self._acknowledged(account, produced, progress))
+        self._act_and_advance(source, produced, self._acknowledged(account, produced, progress))
 
     def _act_then_fetch(
-        self, source: MailSource, produced: _Sent | None, acknowledged: list[str], following: list[str] | None
+        self, source: MailSource, produced: _Sent, acknowledged: list[str], following: list[str] | None
     ) -> Mapping[str, bytes]:
-        if produced is not None:
-            self._act_and_advance(source, produced, acknowledged)
+        self._act_and_advance(source, produced, acknowledged)
         return source.fetch(following) if following else {}
 
     def _open(self, account: Account) -> MailSource:
