@@ -266,3 +266,11 @@ def test_uidvalidity_reset_loses_nothing_and_repeats_only_mails_the_ticketer_kno
         f"imap:{old_validity}:3",
         f"imap:{new_validity}:3",
     ]
+
+
+def test_an_empty_folder_is_a_good_poll_of_nothing(stack, unique, account_for, imap_user, imap_folder, fetcher_for):
+    # UID FETCH 1:* (RFC822.SIZE) on an empty folder: OK and no responses, not an error.
+    account = account_for(imap_user, id=f"imap-{unique}", folder=imap_folder)
+    assert fetcher_for(account).poll(account) == 0
+    status = status_of(stack, account.id)
+    assert status.last_success_at is not None and status.consecutive_failures == 0
