@@ -123,11 +123,14 @@ class Fetcher:
             client_id="fetcher",
             acks="all",
             enable_idempotence=True,
-            # Batches of up to 1 MiB: records pile up in one while the sender thread is
-            # busy, so wakeups stay few. No linger: a chunk goes out while the next one is
-            # fetched (0, 20 and 100 ms measured alike since chunks overlap).
+            # Each new batch wakes the sender thread, and every wakeup costs the poll thread
+            # a GIL hand-over (milliseconds on a loaded machine). Batches of many mails and
+            # a long linger keep wakeups rare, and many polls' few mails share requests;
+            # the linger adds no latency, because the ack check starts with flush(), which
+            # sends whatever is waiting at once (0, 20 and 100 ms measured alike on one
+            # mailbox of 10,000 mails, where full batches go out while the next chunk is fetched).
             batch_size=1024 * 1024,
-            linger_ms=0,
+            linger_ms=100,
             # Room for a mail at the inline limit plus its envelope.
             max_request_size=settings.inline_limit_bytes + 256 * 1024,
             # send() blocks while metadata is missing; bound that like every other wait.
@@ -255,7 +258,7 @@ class Fetcher:
         """The source ids of ``sent`` once Kafka acknowledged them all (or raise), within the timeout."""
         deadline = time.monotonic() + self._settings.timeout_seconds
         with _step("produce"):
-            # Usually all acknowledged already, while the next chunk was fetched; flush() bounds the rest.
+            # Sends a lingering tail at once; full batches went while the next chunk was fetched.
             self._producer.flush(timeout=self._settings.timeout_seconds)
             for source_id, size, message_id, future in sent.mails:
                 future.get(timeout=max(0.0, deadline - time.monotonic()))
