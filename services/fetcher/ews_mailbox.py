@@ -45,6 +45,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -317,22 +318,41 @@ class PasswordKerberos:
     The tickets stay in memory (no credential cache file, no kinit, nothing another
     account's login could pick up), so accounts of different principals work side by side
     in one process. A set is reused until shortly before it expires, or until the
-    password changes, so a poll costs the KDC nothing.
+    password changes, so a poll costs the KDC nothing. A refusal is remembered as long,
+    unless the password changes: an account without Kerberos (NTLM allowed) must not send
+    the KDC, or a DNS lookup for its realm, a request every poll.
     """
 
     RENEW_BEFORE_SECONDS = 300
+    RETRY_REFUSED_SECONDS = 300
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._held: dict[str, tuple[bytes, gssapi.Credentials]] = {}
+        self._refused: dict[str, tuple[bytes, float, gssapi.exceptions.GSSError]] = {}
 
     def credentials(self, principal: str, password: str) -> gssapi.Credentials:
         """Raises ``gssapi.exceptions.GSSError`` with the KDC's refusal (wrong password, unknown principal)."""
         digest = hashlib.sha256(password.encode("utf-8")).digest()
         with self._lock:
-            held = self._held.get(principal)
+            held, refused = self._held.get(principal), self._refused.get(principal)
         if held is not None and held[0] == digest and (held[1].lifetime or 0) > self.RENEW_BEFORE_SECONDS:
             return held[1]
+        if refused is not None and refused[0] == digest and time.monotonic() - refused[1] < self.RETRY_REFUSED_SECONDS:
+            raise refused[2]
+        try:
+            credentials = self._acquire(principal, password)
+        except gssapi.exceptions.GSSError as exc:
+            with self._lock:
+                self._refused[principal] = (digest, time.monotonic(), exc)
+            raise
+        with self._lock:
+            self._held[principal] = (digest, credentials)
+            self._refused.pop(principal, None)
+        return credentials
+
+    @staticmethod
+    def _acquire(principal: str, password: str) -> gssapi.Credentials:
         name = gssapi.Name(principal, gssapi.NameType.kerberos_principal)
         # SPNEGO needs credentials of its own to wrap the Kerberos ones (acquired for
         # Kerberos alone it "cannot find mechanisms to negotiate"); it may offer Kerberos only.
@@ -340,10 +360,7 @@ class PasswordKerberos:
             name, password.encode("utf-8"), usage="initiate", mechs=[KERBEROS, SPNEGO]
         )
         gssapi.raw.set_neg_mechs(acquired.creds, [KERBEROS])
-        credentials = gssapi.Credentials(acquired.creds)
-        with self._lock:
-            self._held[principal] = (digest, credentials)
-        return credentials
+        return gssapi.Credentials(acquired.creds)
 
 
 PASSWORD_KERBEROS = PasswordKerberos()

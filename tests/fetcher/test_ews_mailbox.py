@@ -348,6 +348,30 @@ def test_accounts_of_different_principals_log_in_with_their_own_passwords_side_b
     assert not kdc.client_cache.exists(), "the tickets stayed in memory, no credential cache was written"
 
 
+def test_the_kdc_is_asked_once_per_password_not_once_per_poll(kdc):
+    import gssapi
+
+    from services.fetcher.ews_mailbox import PasswordKerberos
+
+    def kdc_requests() -> int:
+        return kdc.log_file.read_text().count("AS_REQ") if kdc.log_file.exists() else 0
+
+    kerberos, seen = PasswordKerberos(), []
+    for password in ("wrong", "wrong", "Max-Kerberos-Pw", "Max-Kerberos-Pw"):
+        before = kdc_requests()
+        try:
+            outcome = str(kerberos.credentials("max", password).name)
+        except gssapi.exceptions.GSSError:
+            outcome = "refused"
+        seen.append((outcome, kdc_requests() > before))
+    assert seen == [
+        ("refused", True),
+        ("refused", False),
+        ("max@MAILINTAKE.TEST", True),
+        ("max@MAILINTAKE.TEST", False),
+    ], "a repeated password, refused or not, is answered from memory"
+
+
 def test_no_secret_reaches_the_logs_even_at_debug(exchange, start_stub, stack_tls, caplog):
     import base64
     import logging
