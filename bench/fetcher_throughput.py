@@ -1,6 +1,6 @@
 """Fetcher throughput on one IMAP mailbox, as a ratio to a bare imapclient FETCH loop.
 
-    .venv/bin/python bench/fetcher_throughput.py [--mails 10000] [--rounds 3] [--fetch-chunk N]
+    .venv/bin/python bench/fetcher_throughput.py [--mails 10000] [--rounds 3] [--fetch-chunk-bytes N]
 
 Needs the local stack (``mailintake stack up``) with the topics applied. A fresh Dovecot
 user gets ``--mails`` mails of 2-8 KB with realistic headers (Received chain,
@@ -12,14 +12,17 @@ Per round, side by side on the same mailbox:
   BODY.PEEK[]`` of ``--bare-chunk`` UIDs per command, until every mail's bytes are in
   memory. Nothing is produced or written: this is what the mail server and the TLS
   connection give, the fetcher's limit.
+- **lean bare**: the same loop with imaplib's debug formatting off. imapclient turns it
+  on, and it formats a repr of every response whatever the log level; the fetcher's
+  sessions turn it off, so this loop is the stricter limit.
 - **fetcher**: the real ``Fetcher.poll`` with its own acks=all idempotent producer into
   the real ``mail.raw``, ``after_fetch: mark_seen``, the durable mark in PostgreSQL and
   the service's JSON logs (rendered, written to /dev/null). Each round uses a new
   account id, so it starts without a mark and fetches all mails again (mark_seen does not
   hide mails from a poll: the mark is the UID, not the flag).
 
-The order alternates per round (bare first, then fetcher first, ...), and the ratio is
-taken per round and reported as the median, so the machine's load shifts both sides.
+The order rotates per round, and the ratios are taken per round and reported as the
+median, so the machine's load shifts all three sides.
 """
 
 from __future__ import annotations
@@ -107,9 +110,11 @@ def fill_mailbox(endpoints: Endpoints, name: str, password: str, mails: list[byt
         client.logout()
 
 
-def bare_fetch(endpoints: Endpoints, name: str, password: str, chunk: int) -> tuple[int, int]:
-    """(mails, bytes) fetched with plain UID FETCH BODY.PEEK[] commands."""
+def bare_fetch(endpoints: Endpoints, name: str, password: str, chunk: int, *, lean: bool = False) -> tuple[int, int]:
+    """(mails, bytes) fetched with plain UID FETCH BODY.PEEK[] commands; ``lean``: imaplib's debug formatting off."""
     client = _imap(endpoints, name, password)
+    if lean:
+        client._imap.debug = 0
     mails = size = 0
     try:
         client.select_folder("INBOX")
@@ -127,7 +132,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--mails", type=int, default=10_000)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--fetch-chunk", type=int, default=None, help="the fetcher's fetch_chunk (default: its setting's default)")
+    parser.add_argument(
+        "--fetch-chunk-bytes", type=int, default=None, help="the fetcher's fetch_chunk_bytes (default: its setting's default)"
+    )
     parser.add_argument("--bare-chunk", type=int, default=500, help="UIDs per FETCH command of the bare loop")
     parser.add_argument("--profile", type=Path, default=None, help="write a cProfile of the last fetcher round here")
     args = parser.parse_args()
@@ -146,7 +153,7 @@ def main() -> None:
     configure_logging("fetcher")
     sys.stderr = real_stderr
 
-    overrides = {"fetch_chunk": args.fetch_chunk} if args.fetch_chunk else {}
+    overrides = {"fetch_chunk_bytes": args.fetch_chunk_bytes} if args.fetch_chunk_bytes else {}
     settings = FetcherSettings(
         kafka_bootstrap_servers=endpoints.kafka_bootstrap, database_url=endpoints.database_url, **overrides
     )
@@ -160,12 +167,12 @@ def main() -> None:
 
     fetcher = Fetcher(settings, [account(0)])
     load_before = os.getloadavg()
-    bare_rates, fetcher_rates, ratios = [], [], []
+    rates: dict[str, list[float]] = {"bare": [], "lean bare": [], "fetcher": []}
     try:
         for round_number in range(1, args.rounds + 1):
-            def run_bare() -> float:
+            def run_bare(lean: bool) -> float:
                 begun = time.perf_counter()
-                count, _ = bare_fetch(endpoints, user.name, user.password, args.bare_chunk)
+                count, _ = bare_fetch(endpoints, user.name, user.password, args.bare_chunk, lean=lean)
                 assert count == len(mails), f"bare fetched {count} of {len(mails)}"
                 return count / (time.perf_counter() - begun)
 
@@ -185,15 +192,16 @@ def main() -> None:
                 assert count == len(mails), f"fetcher produced {count} of {len(mails)}"
                 return count / elapsed
 
-            order = (run_bare, run_fetcher) if round_number % 2 else (run_fetcher, run_bare)
-            rates = {run: run() for run in order}
-            bare_rates.append(rates[run_bare])
-            fetcher_rates.append(rates[run_fetcher])
-            ratios.append(rates[run_fetcher] / rates[run_bare])
+            runs = {"bare": lambda: run_bare(False), "lean bare": lambda: run_bare(True), "fetcher": run_fetcher}
+            names = list(runs)
+            order = names[(round_number - 1) % 3 :] + names[: (round_number - 1) % 3]
+            for name in order:
+                rates[name].append(runs[name]())
+            fetched = rates["fetcher"][-1]
             print(
-                f"round {round_number} ({'bare first' if round_number % 2 else 'fetcher first'}): "
-                f"bare {rates[run_bare]:7.0f} mails/s, fetcher {rates[run_fetcher]:7.0f} mails/s, "
-                f"ratio {ratios[-1]:.2f}  (load {os.getloadavg()[0]:.2f})",
+                f"round {round_number} ({', '.join(order)}): bare {rates['bare'][-1]:6.0f}, lean bare "
+                f"{rates['lean bare'][-1]:6.0f}, fetcher {fetched:6.0f} mails/s; ratio {fetched / rates['bare'][-1]:.2f}, "
+                f"to lean bare {fetched / rates['lean bare'][-1]:.2f}  (load {os.getloadavg()[0]:.2f})",
                 flush=True,
             )
     finally:
@@ -204,14 +212,19 @@ def main() -> None:
     print(
         f"mailbox: {len(mails)} mails, {sizes[0] / 1024:.1f}-{sizes[-1] / 1024:.1f} KB "
         f"(median {statistics.median(sizes) / 1024:.1f} KB, {sum(sizes) / 1e6:.1f} MB); "
-        f"fetcher fetch_chunk {settings.fetch_chunk}, bare {args.bare_chunk} UIDs per FETCH"
+        f"fetcher fetch_chunk_bytes {settings.fetch_chunk_bytes}, bare {args.bare_chunk} UIDs per FETCH"
     )
     print(f"load average before: {' '.join(f'{x:.2f}' for x in load_before)}; after: "
           f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}")
-    print(f"bare imapclient FETCH BODY.PEEK[] (median): {statistics.median(bare_rates):7.0f} mails/s")
-    print(f"Fetcher.poll -> mail.raw acks=all (median): {statistics.median(fetcher_rates):7.0f} mails/s")
-    print(f"ratio fetcher / bare, median of rounds:     {statistics.median(ratios):7.2f}  "
+    ratios = [f / b for f, b in zip(rates["fetcher"], rates["bare"], strict=True)]
+    lean_ratios = [f / b for f, b in zip(rates["fetcher"], rates["lean bare"], strict=True)]
+    print(f"bare imapclient FETCH BODY.PEEK[] (median):      {statistics.median(rates['bare']):7.0f} mails/s")
+    print(f"lean bare, imaplib debug formatting off (median): {statistics.median(rates['lean bare']):7.0f} mails/s")
+    print(f"Fetcher.poll -> mail.raw acks=all (median):      {statistics.median(rates['fetcher']):7.0f} mails/s")
+    print(f"ratio fetcher / bare, median of rounds:          {statistics.median(ratios):7.2f}  "
           f"(rounds: {', '.join(f'{r:.2f}' for r in ratios)}; target >= 0.5)")
+    print(f"ratio fetcher / lean bare, median of rounds:     {statistics.median(lean_ratios):7.2f}  "
+          f"(rounds: {', '.join(f'{r:.2f}' for r in lean_ratios)})")
 
 
 if __name__ == "__main__":

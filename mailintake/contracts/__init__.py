@@ -35,6 +35,7 @@ from mailintake.contracts.records import (
     TopicRecord,
     decode_record,
     encode_record,
+    record_encoder,
     record_type,
 )
 from mailintake.contracts.registry import ConfluentRegistry, FileRegistry, SchemaRegistry, default_registry
@@ -77,6 +78,7 @@ __all__ = [
     "default_registry",
     "encode",
     "encode_record",
+    "record_encoder",
     "get_topic",
     "key_text",
     "load_topics",

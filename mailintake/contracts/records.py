@@ -7,7 +7,7 @@ order, with the same defaults, so the two cannot drift apart.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from enum import Enum, StrEnum
 from typing import Annotated, Any, Self
 
@@ -246,11 +246,27 @@ def record_type(topic_name: str) -> type[TopicRecord]:
 
 def encode_record(topic_name: str, record: TopicRecord) -> bytes:
     """Encode a typed record as a value of ``topic_name``; ``TypeError`` if it is not that topic's type."""
-    expected = record_type(topic_name)
-    if not isinstance(record, expected):
-        raise TypeError(f"{topic_name} carries {expected.__name__}, not {type(record).__name__}")
-    # The model has checked every field already; the codec skips its own field-by-field check.
-    return codec_for(topic_name).encode_valid(record.to_avro())
+    return record_encoder(topic_name)(record)
+
+
+def record_encoder(topic_name: str) -> Callable[[TopicRecord], bytes]:
+    """:func:`encode_record` for a batch of records of one topic.
+
+    The codec is looked up once: the lookup reads the environment (schemas folder,
+    registry) and cost ~12 us a record, half as much as the encoding. Take a new one per
+    batch, not per process, so a changed environment still applies.
+    """
+    expected, codec = record_type(topic_name), codec_for(topic_name)
+
+    def encode(record: TopicRecord) -> bytes:
+        if not isinstance(record, expected):
+            raise TypeError(f"{topic_name} carries {expected.__name__}, not {type(record).__name__}")
+        # The model has checked every field already; the codec skips its own field-by-field check.
+        # model_dump (pydantic-core) costs a quarter of to_avro's walk, and fastavro writes
+        # the same bytes from it: a StrEnum member is its symbol, a tuple an array.
+        return codec.encode_valid(record.model_dump())
+
+    return encode
 
 
 def decode_record(topic_name: str, data: bytes) -> TopicRecord:

@@ -23,8 +23,10 @@ Authentication (``Account.prevent_ntlm``, on by default):
   headers, never guessed;
 - ``Negotiate`` is used as Kerberos only (SPNEGO restricted to the Kerberos mechanism,
   mutual authentication required), with the process's Kerberos credentials
-  (``KRB5CCNAME``, or a client keytab through ``KRB5_CLIENT_KTNAME``); the ticket's
-  principal must be the account's user;
+  (``KRB5CCNAME``, or a client keytab through ``KRB5_CLIENT_KTNAME``) when their
+  principal is the account's user, else with tickets the KDC gives for the account's
+  stored password (:class:`PasswordKerberos`: in memory, per principal, so accounts of
+  different principals work in one process); another user's ticket is never used;
 - with ``prevent_ntlm`` on nothing else is allowed: no NTLM, and no Basic either, since
   a domain that forbids NTLM wants the password to stay off the wire;
 - with ``prevent_ntlm`` off: Kerberos if offered and a ticket is there, else NTLM, else
@@ -40,8 +42,10 @@ exchangelib's hook for the HTTP adapter, ``BaseProtocol.HTTP_ADAPTER_CLS``.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -88,6 +92,7 @@ EWS_PATH = "/EWS/Exchange.asmx"
 EXCHANGE_BUILD = Build(15, 1, 2507, 6)
 KERBEROS_MECHANISM = "1.2.840.113554.1.2.2"
 KERBEROS = gssapi.OID.from_int_seq(KERBEROS_MECHANISM)
+SPNEGO = gssapi.OID.from_int_seq("1.3.6.1.5.5.2")
 SOURCE_PREFIX = "ews:"
 DEFAULT_PAGE_SIZE = 500
 #: Mails per GetItem: each arrives base64-encoded inside one XML response, so a few
@@ -170,8 +175,9 @@ def choose_auth(offered: Sequence[str], prevent_ntlm: bool, kerberos_principal: 
     if prevent_ntlm:
         if "negotiate" in offered:
             reason = (
-                "the server offers Negotiate, but this process has no Kerberos ticket"
-                " (kinit into KRB5CCNAME, or set KRB5_CLIENT_KTNAME to a client keytab)"
+                "the server offers Negotiate, but there is no Kerberos ticket for the account's user"
+                " (give the account its Kerberos password, kinit into KRB5CCNAME, or set"
+                " KRB5_CLIENT_KTNAME to a client keytab)"
             )
         else:
             reason = f"the server offers {offer}; with prevent_ntlm only Kerberos (Negotiate) is used"
@@ -180,7 +186,9 @@ def choose_auth(offered: Sequence[str], prevent_ntlm: bool, kerberos_principal: 
         if scheme in offered:
             return auth_type
     if "negotiate" in offered:
-        raise EwsAuthUnavailable("authentication", None, f"the server offers {offer}, and this process has no Kerberos ticket")
+        raise EwsAuthUnavailable(
+            "authentication", None, f"the server offers {offer}, and there is no Kerberos ticket for the account's user"
+        )
     raise EwsAuthUnavailable("authentication", None, f"the server offers {offer}; usable are Negotiate (Kerberos), NTLM, Basic")
 
 
@@ -296,17 +304,110 @@ def kerberos_principal() -> str | None:
         return None
 
 
-class KerberosOnlyNegotiate(HTTPSPNEGOAuth):
-    """SPNEGO that can only ever choose Kerberos (even where gss-ntlmssp is installed),
-    with mutual authentication: the server proves it holds the service key."""
+def password_principal(login: EwsLogin) -> str:
+    """The Kerberos principal an account's password is for: ``User`` of ``Domain\\User`` in
+    the default realm (a NetBIOS domain is no realm), ``user@DOMAIN`` of ``user@domain``
+    (Active Directory's realm is its DNS domain in capitals)."""
+    user, _, domain = login.logon_name.rsplit("\\", 1)[-1].partition("@")
+    return f"{user}@{domain.upper()}" if domain else user
+
+
+class PasswordKerberos:
+    """Kerberos credentials got from the KDC with accounts' passwords, one set per principal.
+
+    The tickets stay in memory (no credential cache file, no kinit, nothing another
+    account's login could pick up), so accounts of different principals work side by side
+    in one process. A set is reused until shortly before it expires, or until the
+    password changes, so a poll costs the KDC nothing. A refusal is remembered as long,
+    unless the password changes: an account without Kerberos (NTLM allowed) must not send
+    the KDC, or a DNS lookup for its realm, a request every poll.
+    """
+
+    RENEW_BEFORE_SECONDS = 300
+    RETRY_REFUSED_SECONDS = 300
 
     def __init__(self) -> None:
-        super().__init__(mutual_authentication=REQUIRED, creds=gssapi.Credentials(usage="initiate", mechs=[KERBEROS]))
+        self._lock = threading.Lock()
+        self._held: dict[str, tuple[bytes, gssapi.Credentials]] = {}
+        self._refused: dict[str, tuple[bytes, float, gssapi.exceptions.GSSError]] = {}
+
+    def credentials(self, principal: str, password: str) -> gssapi.Credentials:
+        """Raises ``gssapi.exceptions.GSSError`` with the KDC's refusal (wrong password, unknown principal)."""
+        digest = hashlib.sha256(password.encode("utf-8")).digest()
+        with self._lock:
+            held, refused = self._held.get(principal), self._refused.get(principal)
+        if held is not None and held[0] == digest and (held[1].lifetime or 0) > self.RENEW_BEFORE_SECONDS:
+            return held[1]
+        if refused is not None and refused[0] == digest and time.monotonic() - refused[1] < self.RETRY_REFUSED_SECONDS:
+            raise refused[2]
+        try:
+            credentials = self._acquire(principal, password)
+        except gssapi.exceptions.GSSError as exc:
+            with self._lock:
+                self._refused[principal] = (digest, time.monotonic(), exc)
+            raise
+        with self._lock:
+            self._held[principal] = (digest, credentials)
+            self._refused.pop(principal, None)
+        return credentials
+
+    @staticmethod
+    def _acquire(principal: str, password: str) -> gssapi.Credentials:
+        name = gssapi.Name(principal, gssapi.NameType.kerberos_principal)
+        # SPNEGO needs credentials of its own to wrap the Kerberos ones (acquired for
+        # Kerberos alone it "cannot find mechanisms to negotiate"); it may offer Kerberos only.
+        acquired = gssapi.raw.acquire_cred_with_password(
+            name, password.encode("utf-8"), usage="initiate", mechs=[KERBEROS, SPNEGO]
+        )
+        gssapi.raw.set_neg_mechs(acquired.creds, [KERBEROS])
+        return gssapi.Credentials(acquired.creds)
+
+
+PASSWORD_KERBEROS = PasswordKerberos()
+
+
+class KerberosOnlyNegotiate(HTTPSPNEGOAuth):
+    """SPNEGO that can only ever choose Kerberos (even where gss-ntlmssp is installed),
+    with mutual authentication: the server proves it holds the service key. Without
+    ``credentials``, the process's own (credential cache or client keytab)."""
+
+    def __init__(self, credentials: gssapi.Credentials | None = None) -> None:
+        super().__init__(
+            mutual_authentication=REQUIRED, creds=credentials or gssapi.Credentials(usage="initiate", mechs=[KERBEROS])
+        )
 
 
 # exchangelib makes its GSSAPI sessions from this map (it registers requests-gssapi there
 # itself); ours replaces it, so "gssapi" in this process always means Kerberos-only Negotiate.
 ews_transport.AUTH_TYPE_MAP[GSSAPI] = KerberosOnlyNegotiate
+
+
+class KerberosTickets(Credentials):
+    """Whose Kerberos tickets an exchangelib configuration uses; no password goes with it.
+
+    exchangelib keeps one protocol, with its HTTP sessions, per endpoint and credentials:
+    accounts of different principals on one server must not share "no credentials", or
+    one would be served the other's sessions.
+    """
+
+    def __init__(self, principal: str) -> None:
+        super().__init__(principal, "")
+
+
+def kerberos_auth_type(principal: str, tickets: gssapi.Credentials) -> str:
+    """An exchangelib auth type for Kerberos-only Negotiate with ``tickets``.
+
+    exchangelib creates each session's auth from AUTH_TYPE_MAP; credentials of one's own
+    need an entry of their own: one per principal, replaced when its tickets are renewed.
+    """
+    auth_type = f"{GSSAPI}:{principal}"
+
+    def negotiate(**_login: str) -> KerberosOnlyNegotiate:
+        # exchangelib hands over the KerberosTickets' name and empty password; the tickets are the login.
+        return KerberosOnlyNegotiate(tickets)
+
+    ews_transport.AUTH_TYPE_MAP[auth_type] = negotiate
+    return auth_type
 
 
 # --- errors -----------------------------------------------------------------------------
@@ -337,6 +438,15 @@ def _raise_first_error(step: str, results: Sequence[object], ignore: tuple[type[
     for result in results:
         if isinstance(result, Exception) and not isinstance(result, ignore):
             raise MailServerError(step, f"{type(result).__name__}: {result}")
+
+
+def _gss_text(error: gssapi.exceptions.GSSError) -> str:
+    """The mechanism's words (the KDC's refusal), without GSSAPI's generic major status."""
+    try:
+        minor = "; ".join(error.get_all_statuses(error.min_code, False))
+    except Exception:  # noqa: BLE001 - the full message then
+        minor = ""
+    return minor.strip() or str(error)
 
 
 # --- the mailbox -------------------------------------------------------------------------
@@ -440,20 +550,41 @@ class EwsMailbox:
             CaBundleAdapter.trust(endpoint, str(account.ca_file))
         if offered is None:
             offered = probe_auth_schemes(endpoint, self._timeout)
-        principal = kerberos_principal() if "negotiate" in offered else None
-        auth_type = choose_auth(offered, account.prevent_ntlm, principal)
-        if auth_type == GSSAPI and principal.split("@", 1)[0].lower() != login.user_part.lower():
-            raise MailServerError(
-                "authentication",
-                None,
-                f"the Kerberos ticket is for {principal}, but account {account.id} logs in as {login.logon_name}",
-            )
-        credentials = None if auth_type == GSSAPI else Credentials(login.logon_name, account.password.get_secret_value())
+        principal, session_auth_type, no_ticket = None, GSSAPI, []
+        if "negotiate" in offered:
+            # The process's own ticket when it is the account's user's (kinit, client keytab);
+            # else one got with the account's password; never another user's ticket.
+            principal = kerberos_principal()
+            if principal is not None and principal.split("@", 1)[0].lower() != login.user_part.lower():
+                no_ticket.append(f"the process's ticket is for {principal}, not for {login.logon_name}")
+                principal = None
+            password = account.password.get_secret_value()
+            if principal is None and password:
+                wanted = password_principal(login)
+                try:
+                    tickets = PASSWORD_KERBEROS.credentials(wanted, password)
+                except gssapi.exceptions.GSSError as exc:
+                    no_ticket.append(f"the KDC gave none for {wanted} with the account's password: {_gss_text(exc)}")
+                else:
+                    principal = str(tickets.name)
+                    session_auth_type = kerberos_auth_type(principal, tickets)
+        try:
+            auth_type = choose_auth(offered, account.prevent_ntlm, principal)
+        except EwsAuthUnavailable as exc:
+            if no_ticket:
+                raise EwsAuthUnavailable(exc.step, exc.server_reply, "; ".join([exc.explanation or "", *no_ticket])) from None
+            raise
+        if no_ticket:
+            log.warning("ews.no_kerberos_ticket", reasons=no_ticket, using=auth_type)
+        if auth_type != GSSAPI:
+            credentials = Credentials(login.logon_name, account.password.get_secret_value())
+        else:
+            credentials = None if session_auth_type == GSSAPI else KerberosTickets(principal)
         self.auth_type = auth_type
         self._config = Configuration(
             service_endpoint=endpoint,
             credentials=credentials,
-            auth_type=auth_type,
+            auth_type=session_auth_type if auth_type == GSSAPI else auth_type,
             version=Version(EXCHANGE_BUILD),
             retry_policy=FailFast(),
             max_connections=1,
@@ -531,6 +662,10 @@ class EwsMailbox:
         if vanished:
             self._marks.forget(self.account.id, self.account.folder, vanished)
         return [source_id(item_id) for item_id in pending]
+
+    def sizes(self) -> Mapping[str, int]:
+        """None told beforehand: chunks are counted in mails."""
+        return {}
 
     def fetch(self, source_ids: Sequence[str]) -> Mapping[str, bytes]:
         """MIME bytes by source id; an item that vanished since :meth:`pending` is left out."""

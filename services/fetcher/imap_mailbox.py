@@ -10,16 +10,19 @@ from __future__ import annotations
 
 import ast
 import imaplib
+import logging
 import re
 import socket
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import structlog
 from imapclient import IMAPClient
 from imapclient.exceptions import IMAPClientError
+from imapclient.response_parser import parse_fetch_response
 
 from services.fetcher.account import Account, Security
-from services.fetcher.core import imap_quoted, imap_source_id, imap_uid, plan_fetch
+from services.fetcher.core import imap_bodies, imap_quoted, imap_sizes, imap_source_id, imap_uid, plan_fetch
 from services.fetcher.cursor_store import CursorStore
 from services.fetcher.mail_connection import (
     MailSession,
@@ -77,6 +80,11 @@ class _IMAPClientOnSocket(IMAPClient):
     def __init__(self, sock: socket.socket, host: str, port: int, timeout: float) -> None:
         self._given_socket = sock
         super().__init__(host, port=port, ssl=False, timeout=timeout)
+        # imapclient turns imaplib's debug output on and sends it to a logger, so imaplib
+        # formats a repr of every response (each mail's bytes) even when nothing logs at
+        # DEBUG: that cost more than the rest of the fetch. Only when it would be logged.
+        if not logging.getLogger("imapclient.imaplib").isEnabledFor(logging.DEBUG):
+            self._imap.debug = 0
 
     def _create_IMAP4(self) -> imaplib.IMAP4:
         return _IMAP4OnSocket(self._given_socket, self.host, self.port)
@@ -219,22 +227,45 @@ class ImapSession(MailSession):
                     "(the fetcher creates no folders, so a typo cannot make one).",
                 ) from None
 
-    def uids_from(self, uid: int) -> list[int]:
-        """UIDs of the selected folder from ``uid`` on (the server adds the highest UID if none is)."""
-        with network_step("list", self._timeout):
-            try:
-                return list(self._authenticated().search(["UID", f"{uid}:*"]))
-            except IMAPClientError as exc:
-                raise MailServerError("list", _server_text(exc)) from None
+    def sizes_from(self, uid: int) -> dict[int, int]:
+        """Octets by UID of the selected folder's mails from ``uid`` on (the server adds the
+        highest UID if none is): the listing and the sizes that chunk the fetch, in one command."""
+        return self._uid_fetch("list", f"{uid}:*", "RFC822.SIZE", b"RFC822.SIZE", imap_sizes)
 
     def fetch(self, uids: Sequence[int]) -> dict[int, bytes]:
         """Raw bytes by UID. BODY.PEEK keeps \\Seen unset: flagging waits for Kafka's ack."""
-        with network_step("fetch", self._timeout):
+        bodies = self._uid_fetch("fetch", ",".join(map(str, uids)), "BODY.PEEK[]", b"BODY[]", imap_bodies)
+        # Unsolicited responses may name mails not asked for.
+        return {uid: bodies[uid] for uid in uids if uid in bodies}
+
+    def _uid_fetch(
+        self,
+        step: str,
+        message_set: str,
+        item: str,
+        answer_item: bytes,
+        read_usual: Callable[[list], dict[int, Any] | None],
+    ) -> dict[int, Any]:
+        """``UID FETCH message_set (item)``: ``answer_item``'s value by UID.
+
+        Sent with imaplib's own UID command: ``read_usual`` reads the usual response shape
+        with a regex match per mail, and only another shape (an unsolicited FLAGS update,
+        say) goes through imapclient's parser, which tokenises every response in Python.
+        """
+        client = self._authenticated()
+        with network_step(step, self._timeout):
             try:
-                response = self._authenticated().fetch(list(uids), ["BODY.PEEK[]"])
+                typ, data = client._imap.uid("FETCH", message_set, f"({item})")
             except IMAPClientError as exc:
-                raise MailServerError("fetch", _server_text(exc)) from None
-        return {uid: data[b"BODY[]"] for uid, data in response.items() if b"BODY[]" in data}
+                raise MailServerError(step, _server_text(exc)) from None
+        if typ != "OK":  # a NO reply; imaplib raises on BAD
+            reply = data[-1] if data and isinstance(data[-1], bytes) else typ.encode()
+            raise MailServerError(step, reply.decode("utf-8", "replace"))
+        found = read_usual(data)
+        if found is None:
+            parsed = parse_fetch_response(data, client.normalise_times, True)
+            found = {uid: fields[answer_item] for uid, fields in parsed.items() if answer_item in fields}
+        return found
 
     def act(self, action: str, uids: Sequence[int]) -> None:
         """Apply ``action`` (mark_seen, delete, move:<folder>) to ``uids``."""
@@ -309,6 +340,7 @@ class ImapMailbox:
         self._cursors = cursors
         self._session = ImapSession(account, timeout, source_address=source_address)
         self._uidvalidity = 0
+        self._sizes: dict[str, int] = {}
 
     def open(self) -> None:
         """Log in, check the move target exists (before any mail is produced), select the folder."""
@@ -325,8 +357,8 @@ class ImapMailbox:
         account = self.account
         cursor = self._cursors.load(account.id, account.folder)
         changed = cursor.uidvalidity is not None and cursor.uidvalidity != self._uidvalidity
-        found = self._session.uids_from(1 if changed else cursor.last_uid + 1)
-        plan = plan_fetch(cursor, self._uidvalidity, found)
+        sizes = self._session.sizes_from(1 if changed else cursor.last_uid + 1)
+        plan = plan_fetch(cursor, self._uidvalidity, list(sizes))
         if plan.uidvalidity_changed:
             log.warning(
                 "imap.uidvalidity_changed", old=cursor.uidvalidity, new=self._uidvalidity, mails_to_fetch_again=len(plan.uids)
@@ -334,7 +366,11 @@ class ImapMailbox:
             # Nothing of the new generation is produced yet; recording that loses nothing
             # and keeps an empty folder from looking changed on every poll.
             self._cursors.save_mark(account.id, account.folder, self._uidvalidity, 0)
-        return [imap_source_id(self._uidvalidity, uid) for uid in plan.uids]
+        self._sizes = {imap_source_id(self._uidvalidity, uid): sizes[uid] for uid in plan.uids}
+        return list(self._sizes)
+
+    def sizes(self) -> Mapping[str, int]:
+        return self._sizes
 
     def fetch(self, source_ids: Sequence[str]) -> Mapping[str, bytes]:
         by_uid = self._session.fetch([imap_uid(s) for s in source_ids])

@@ -4,6 +4,7 @@ The loop in ``service.py`` drives every source through the same no-loss order, o
 chunk at a time::
 
     ids = source.pending()                 # stable source ids, oldest first
+    sizes = source.sizes()                 # their octets, if the listing told them (chunking)
     mails = source.fetch(chunk)            # bytes; nothing changes on the server
     ...produce to Kafka, wait for every ack...
     source.after_fetch(acknowledged)       # flag / move / delete
@@ -58,6 +59,10 @@ class MailSource(Protocol):
 
     def pending(self) -> list[str]:
         """Source ids of the mails not yet produced, oldest first."""
+        ...
+
+    def sizes(self) -> Mapping[str, int]:
+        """Octets of the pending mails, where the server told them with the listing; else empty."""
         ...
 
     def fetch(self, source_ids: Sequence[str]) -> Mapping[str, bytes]:

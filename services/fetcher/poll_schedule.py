@@ -19,19 +19,37 @@ class PollSchedule:
     """``stagger``: each account's first poll is due at a random moment within its first
     interval instead of at once. Polls do not drift, so accounts that start due together
     stay due together every interval after; with more accounts than workers that is a
-    queue every interval, and the last of it polled up to the queue's length late."""
+    queue every interval, and the last of it polled up to the queue's length late.
 
-    def __init__(self, intervals: Mapping[str, int], now: float, rng: random.Random, *, stagger: bool = False) -> None:
+    ``failing``: accounts whose last polls failed before this schedule began (a restart),
+    as (consecutive failures, seconds since the last one). Their backoff goes on where it
+    was: the first poll waits out what is left of it, and the next failure backs off one
+    step further instead of starting over at the first.
+    """
+
+    def __init__(
+        self,
+        intervals: Mapping[str, int],
+        now: float,
+        rng: random.Random,
+        *,
+        stagger: bool = False,
+        failing: Mapping[str, tuple[int, float]] | None = None,
+    ) -> None:
         self._intervals = dict(intervals)
         self._rng = rng
-        self._queue = [
-            (now + rng.uniform(0, interval) if stagger else now, account_id)
-            for account_id, interval in sorted(self._intervals.items())
-        ]
+        failing = {a: f for a, f in (failing or {}).items() if a in self._intervals and f[0] > 0}
+        self.failures: dict[str, int] = {account_id: failures for account_id, (failures, _) in failing.items()}
+        """Consecutive failed polls per account (absent: the last one was good)."""
+        self._queue = []
+        for account_id, interval in sorted(self._intervals.items()):
+            when = now + rng.uniform(0, interval) if stagger else now
+            if account_id in failing:
+                failures, since = failing[account_id]
+                when = max(when, now + backoff_seconds(interval, failures, rng) - since)
+            self._queue.append((when, account_id))
         heapq.heapify(self._queue)
         self._running: dict[str, float] = {}
-        self.failures: dict[str, int] = {}
-        """Consecutive failed polls per account (absent: the last one was good)."""
 
     def take_due(self, now: float) -> list[tuple[str, float]]:
         """(account id, when it was due) of every waiting account that is due; they count as running."""

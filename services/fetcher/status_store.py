@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, select
 from sqlalchemy.dialects.postgresql import insert
 
 from services.fetcher.tables import AccountStatus
@@ -81,3 +81,18 @@ class AccountStatusStore:
                     },
                 ).returning(AccountStatus.consecutive_failures)
             ).scalar_one()
+
+    def failing(self, now: datetime) -> dict[str, tuple[int, float]]:
+        """Accounts whose last poll failed: (consecutive failures, seconds since the last
+        failure), so a restarted fetcher goes on with their backoff."""
+        with self._engine.connect() as connection:
+            rows = connection.execute(
+                select(AccountStatus.account_id, AccountStatus.consecutive_failures, AccountStatus.last_error_at).where(
+                    AccountStatus.consecutive_failures > 0
+                )
+            ).all()
+        now = _naive_utc(now)
+        return {
+            account_id: (failures, max(0.0, (now - last_error_at).total_seconds()) if last_error_at else 0.0)
+            for account_id, failures, last_error_at in rows
+        }

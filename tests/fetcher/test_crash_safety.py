@@ -77,12 +77,13 @@ class ServerView:
         return acted
 
 
-def start_fetcher(accounts_file, stack) -> subprocess.Popen:
+def start_fetcher(accounts_file, stack, mails_per_chunk: int = 10) -> subprocess.Popen:
     env = {
         **os.environ,
         "MAILINTAKE_FETCHER_KAFKA_BOOTSTRAP_SERVERS": stack.kafka_bootstrap,
         "MAILINTAKE_FETCHER_DATABASE_URL": stack.database_url,
-        "MAILINTAKE_FETCHER_FETCH_CHUNK": "10",
+        # Small chunks of the 16 KB mails: many of them, so kills and restarts land mid-fetch.
+        "MAILINTAKE_FETCHER_FETCH_CHUNK_BYTES": str(mails_per_chunk * 16_600),
     }
     return subprocess.Popen(
         [sys.executable, "-m", "tests.fetcher.fetcher_process", str(accounts_file)],
@@ -164,7 +165,9 @@ def test_dovecot_and_kafka_restarts_in_the_middle_of_a_fetch_lose_nothing(
     from tests.stack_faults import restart
 
     accounts, accounts_file, server = two_full_mailboxes(unique, tmp_path, imap_client, account_for)
-    process = start_fetcher(accounts_file, stack)
+    # One mail per chunk: slow enough that the fetch is still under way when Kafka restarts,
+    # after Dovecot's restart and the backoff it causes.
+    process = start_fetcher(accounts_file, stack, mails_per_chunk=1)
     try:
         for component, progress in (("dovecot", 300), ("kafka", 900)):
             deadline = time.monotonic() + 120

@@ -15,6 +15,7 @@ from services.fetcher.ews_mailbox import (
     item_id_of,
     offered_auth_schemes,
     parse_ews_username,
+    password_principal,
     plan_pending,
     service_endpoint,
     source_id,
@@ -44,6 +45,20 @@ def test_malformed_user_names_are_refused(username):
 def test_user_part_is_what_a_kerberos_principal_is_compared_with():
     assert parse_ews_username("EXAMPLE\\max\\desk").user_part == "max"
     assert parse_ews_username("max@example.com").user_part == "max"
+
+
+@pytest.mark.parametrize(
+    ("username", "principal"),
+    [
+        ("EXAMPLE\\max", "max"),
+        ("EXAMPLE\\max\\helpdesk@example.com", "max"),
+        ("max", "max"),
+        ("max@corp.example.com", "max@CORP.EXAMPLE.COM"),
+        ("EXAMPLE\\max@corp.example.com\\desk", "max@CORP.EXAMPLE.COM"),
+    ],
+)
+def test_the_password_is_for_the_user_in_the_default_realm_or_the_upn_domains_realm(username, principal):
+    assert password_principal(parse_ews_username(username)) == principal
 
 
 @pytest.mark.parametrize(
@@ -79,7 +94,7 @@ def test_kerberos_first_then_ntlm_then_basic_when_allowed(offered, prevent_ntlm,
     [
         (["ntlm"], "max@R", "the server offers ntlm; with prevent_ntlm only Kerberos (Negotiate) is used"),
         (["basic", "ntlm"], None, "the server offers basic, ntlm; with prevent_ntlm only Kerberos"),
-        (["negotiate", "ntlm"], None, "the server offers Negotiate, but this process has no Kerberos ticket"),
+        (["negotiate", "ntlm"], None, "the server offers Negotiate, but there is no Kerberos ticket for the account's user"),
         ([], None, "the server offers nothing"),
     ],
 )
@@ -92,7 +107,7 @@ def test_prevent_ntlm_failure_names_what_was_offered(offered, principal, message
 def test_without_prevent_ntlm_an_unusable_offer_is_still_an_error():
     with pytest.raises(EwsAuthUnavailable, match="offers digest"):
         choose_auth(["digest"], False, None)
-    with pytest.raises(EwsAuthUnavailable, match="offers negotiate, and this process has no Kerberos ticket"):
+    with pytest.raises(EwsAuthUnavailable, match="offers negotiate, and there is no Kerberos ticket for the account's user"):
         choose_auth(["negotiate"], False, None)
 
 

@@ -262,6 +262,7 @@ def kerberos_stub(kdc, stack_tls):
     org = StubExchange()
     org.add_user("max", "unused-with-kerberos", "max@example.test", principal="max@MAILINTAKE.TEST")
     org.add_user("svc-desk", "unused-with-kerberos", "svc-desk@example.test", principal="svc-desk@MAILINTAKE.TEST")
+    org.add_user("eve", "unused-with-kerberos", "eve@mailintake.test", principal="eve@MAILINTAKE.TEST")
     org.add_mailbox("helpdesk@example.test", "Help Desk")
     org.grant_delegate("max", "helpdesk@example.test")
     org.grant_delegate("svc-desk", "helpdesk@example.test")
@@ -292,23 +293,83 @@ def test_kerberos_login_with_delegate_access(kdc, kerberos_stub, stack_tls):
     assert all(c.auth_scheme == "Negotiate" and c.user == "max" for c in kerberos_stub.calls)
 
 
-def test_without_a_ticket_prevent_ntlm_fails_and_says_how_to_get_one(kdc, kerberos_stub, stack_tls):
+def test_without_a_ticket_and_with_a_password_the_kdc_refuses_prevent_ntlm_fails_and_says_why(kdc, kerberos_stub, stack_tls):
     kdc.kdestroy()
-    account = ews_account(kerberos_stub, stack_tls, prevent_ntlm=True)
+    account = ews_account(kerberos_stub, stack_tls, username="MAILINTAKE\\max", password="not-the-kerberos-one", prevent_ntlm=True)
     with pytest.raises(EwsAuthUnavailable) as error:
         EwsMailbox(account, InMemoryItemMarks(), 10).open()
-    assert "no Kerberos ticket" in str(error.value) and "KRB5CCNAME" in str(error.value)
+    message = str(error.value)
+    assert "no Kerberos ticket for the account's user" in message and "KRB5CCNAME" in message
+    # MIT krb5's words when the KDC's reply does not decrypt with the key of the password
+    # given (the test realm asks no pre-authentication, or it would be "Preauthentication failed").
+    assert "the KDC gave none for max with the account's password: Decrypt integrity check failed" in message
     assert kerberos_stub.logins == []
 
 
-def test_a_ticket_of_another_user_is_refused_before_use(kdc, kerberos_stub, stack_tls):
+def test_a_ticket_of_another_user_is_never_used_the_accounts_own_password_is(kdc, kerberos_stub, stack_tls):
     kdc.kinit("eve", "Eve-Kerberos-Pw")
-    account = ews_account(kerberos_stub, stack_tls, username="MAILINTAKE\\max", prevent_ntlm=True)
-    with pytest.raises(MailServerError) as error:
-        EwsMailbox(account, InMemoryItemMarks(), 10).open()
-    assert "ticket is for eve@MAILINTAKE.TEST" in str(error.value) and "MAILINTAKE\\max" in str(error.value)
-    assert kerberos_stub.logins == []
+    item = kerberos_stub.exchange.mailbox("max@example.test").deliver(mime(1))
+    account = ews_account(kerberos_stub, stack_tls, username="MAILINTAKE\\max", password="Max-Kerberos-Pw", prevent_ntlm=True)
+    box = EwsMailbox(account, InMemoryItemMarks(), 10).open()
+    try:
+        assert box.pending() == [f"ews:{item}"]
+    finally:
+        box.close()
+    assert set(kerberos_stub.logins) == {("Negotiate", "max@MAILINTAKE.TEST")}, "eve's ticket never reached the server"
 
+
+def test_accounts_of_different_principals_log_in_with_their_own_passwords_side_by_side(kdc, kerberos_stub, stack_tls):
+    """No ticket in the process: each account gets its own from the KDC with its stored password."""
+    kdc.kdestroy()
+    exchange = kerberos_stub.exchange
+    max_item = exchange.mailbox("max@example.test").deliver(mime(1))
+    eve_item = exchange.mailbox("eve@mailintake.test").deliver(mime(2))
+    max_account = ews_account(
+        kerberos_stub, stack_tls, id="max-ews", username="MAILINTAKE\\max", password="Max-Kerberos-Pw", prevent_ntlm=True
+    )
+    eve_account = ews_account(
+        kerberos_stub, stack_tls, id="eve-ews", username="eve@mailintake.test", password="Eve-Kerberos-Pw", prevent_ntlm=True
+    )
+    max_box = EwsMailbox(max_account, InMemoryItemMarks(), 10).open()
+    eve_box = EwsMailbox(eve_account, InMemoryItemMarks(), 10).open()
+    try:
+        # Interleaved, so that a session of one picking up the other's credentials would show.
+        max_pending, eve_pending = max_box.pending(), eve_box.pending()
+        assert (max_pending, eve_pending) == ([f"ews:{max_item}"], [f"ews:{eve_item}"])
+        assert eve_box.fetch(eve_pending)[eve_pending[0]] == mime(2)
+        assert max_box.fetch(max_pending)[max_pending[0]] == mime(1)
+    finally:
+        max_box.close()
+        eve_box.close()
+    assert {box.auth_type for box in (max_box, eve_box)} == {"gssapi"}
+    assert set(kerberos_stub.logins) == {("Negotiate", "max@MAILINTAKE.TEST"), ("Negotiate", "eve@MAILINTAKE.TEST")}
+    assert set(kerberos_stub.negotiated_mechanisms) == {KERBEROS_MECHANISM}
+    assert {c.user for c in kerberos_stub.calls} == {"max", "eve"}
+    assert not kdc.client_cache.exists(), "the tickets stayed in memory, no credential cache was written"
+
+
+def test_the_kdc_is_asked_once_per_password_not_once_per_poll(kdc):
+    import gssapi
+
+    from services.fetcher.ews_mailbox import PasswordKerberos
+
+    def kdc_requests() -> int:
+        return kdc.log_file.read_text().count("AS_REQ") if kdc.log_file.exists() else 0
+
+    kerberos, seen = PasswordKerberos(), []
+    for password in ("wrong", "wrong", "Max-Kerberos-Pw", "Max-Kerberos-Pw"):
+        before = kdc_requests()
+        try:
+            outcome = str(kerberos.credentials("max", password).name)
+        except gssapi.exceptions.GSSError:
+            outcome = "refused"
+        seen.append((outcome, kdc_requests() > before))
+    assert seen == [
+        ("refused", True),
+        ("refused", False),
+        ("max@MAILINTAKE.TEST", True),
+        ("max@MAILINTAKE.TEST", False),
+    ], "a repeated password, refused or not, is answered from memory"
 
 
 def test_no_secret_reaches_the_logs_even_at_debug(exchange, start_stub, stack_tls, caplog):

@@ -31,6 +31,50 @@ def status_of(stack, account_id: str):
         return connection.execute(select(AccountStatus).where(AccountStatus.account_id == account_id)).one()
 
 
+def test_fetch_reads_bodies_when_dovecot_mixes_in_unsolicited_flag_updates(
+    unique, account_for, imap_client, imap_user, imap_folder
+):
+    from services.fetcher.imap_mailbox import ImapSession
+
+    user, folder, sent = imap_user, imap_folder, mails(imap_user, unique, 3)
+    with imap_client(user) as client:
+        for raw in sent:
+            client.append(folder, raw)
+    session = ImapSession(account_for(user, folder=folder), timeout=10)
+    session.open()
+    try:
+        session.select(folder)
+        with imap_client(user) as other:
+            other.select_folder(folder)
+            other.add_flags([1, 3], [b"\\Flagged"])
+        # Dovecot reports the other session's flag change with the next command's
+        # responses: the FETCH data then holds more than UID and BODY[].
+        fetched = session.fetch([2, 3])
+    finally:
+        session.close()
+    # Dovecot stores the mails with CRLF line ends.
+    assert fetched == {2: sent[1].replace(b"\n", b"\r\n"), 3: sent[2].replace(b"\n", b"\r\n")}
+
+
+def test_imaplibs_protocol_trace_is_logged_when_its_logger_is_at_debug(caplog, account_for, imap_user, imap_folder):
+    import logging
+
+    from services.fetcher.imap_mailbox import ImapSession
+
+    for level, traced in ((logging.INFO, False), (logging.DEBUG, True)):
+        caplog.clear()
+        with caplog.at_level(level, logger="imapclient.imaplib"):
+            session = ImapSession(account_for(imap_user, folder=imap_folder), timeout=10)
+            session.open()
+            try:
+                session.select(imap_folder)
+                session.fetch([1])
+            finally:
+                session.close()
+        trace = [r for r in caplog.records if r.name == "imapclient.imaplib"]
+        assert bool(trace) is traced, f"imaplib trace at {logging.getLevelName(level)}: {len(trace)} lines"
+
+
 @pytest.mark.parametrize("security", ["tls", "starttls"])
 def test_each_new_mail_is_produced_once_then_marked_seen(
     stack, unique, account_for, imap_client, imap_user, imap_folder, fetcher_for, mail_raw, security
@@ -145,9 +189,12 @@ def test_only_acknowledged_chunks_are_acted_on_and_marked(
         client.create_folder(f"Done{unique}")
         for raw in mails(imap_user, unique, 4):
             client.append(imap_folder, raw)
+        client.select_folder(imap_folder, readonly=True)
+        first_two = sum(data[b"RFC822.SIZE"] for data in client.fetch([1, 2], ["RFC822.SIZE"]).values())
     after_fetch = f"move:Done{unique}" if action == "move" else action
     account = account_for(imap_user, id=f"imap-{unique}", folder=imap_folder, after_fetch=after_fetch)
-    flaky = fetcher_for(account, producer=AcksOnlyFor(kafka_producer, 2), fetch_chunk=2)
+    # IMAP chunks by the sizes the server lists: two mails per chunk.
+    flaky = fetcher_for(account, producer=AcksOnlyFor(kafka_producer, 2), fetch_chunk_bytes=first_two)
     with pytest.raises(StepFailed) as failure:
         flaky.poll(account)
     assert failure.value.step == "produce" and "KafkaTimeoutError" in failure.value.explanation
@@ -219,3 +266,11 @@ def test_uidvalidity_reset_loses_nothing_and_repeats_only_mails_the_ticketer_kno
         f"imap:{old_validity}:3",
         f"imap:{new_validity}:3",
     ]
+
+
+def test_an_empty_folder_is_a_good_poll_of_nothing(stack, unique, account_for, imap_user, imap_folder, fetcher_for):
+    # UID FETCH 1:* (RFC822.SIZE) on an empty folder: OK and no responses, not an error.
+    account = account_for(imap_user, id=f"imap-{unique}", folder=imap_folder)
+    assert fetcher_for(account).poll(account) == 0
+    status = status_of(stack, account.id)
+    assert status.last_success_at is not None and status.consecutive_failures == 0

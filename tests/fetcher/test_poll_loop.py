@@ -101,3 +101,39 @@ def test_a_stop_lets_polls_in_flight_finish_but_starts_none_of_the_queued_ones(s
     started_after_stop = [at for at in connected_at if at > stopped_at]
     # One poll may have been on its way to connect when the stop came; no queued one starts.
     assert len(started_after_stop) <= 1, f"{len(started_after_stop)} polls started after the stop"
+
+
+def test_a_restarted_fetcher_goes_on_with_a_failing_accounts_backoff(stack, unique, account_for, imap_user, fetcher_for):
+    from sqlalchemy import text
+
+    from services.fetcher.mail_source import StepFailed
+
+    # Nothing listens on this port: every poll fails at once, at connect.
+    with socket.create_server(("127.0.0.1", 0)) as closed:
+        port = closed.getsockname()[1]
+    account = account_for(imap_user, id=f"refused-{unique}", port=port, poll_interval_seconds=5)
+    before_restart = fetcher_for(account)
+    for _ in range(2):
+        with pytest.raises(StepFailed):
+            before_restart.poll(account)
+    # The last failure long ago, so the restarted fetcher polls at once instead of waiting out the rest.
+    with engine_for(stack.database_url).begin() as connection:
+        connection.execute(
+            text("UPDATE account_status SET last_error_at = last_error_at - interval '1 hour' WHERE account_id = :id"),
+            {"id": account.id},
+        )
+
+    restarted = fetcher_for(account)
+    stop, health = threading.Event(), Health()
+    loop = threading.Thread(target=restarted.run, args=(health, stop))
+    loop.start()
+    try:
+        third = wait_for(lambda: (s := status(stack, account.id)) and s.consecutive_failures >= 3 and s, timeout=10)
+        # Backing off from the first step again would poll 5-6 s later; the third failure's step waits 16-24 s.
+        time.sleep(8)
+        later = status(stack, account.id)
+    finally:
+        stop.set()
+        loop.join(15)
+    assert third is not None and third.last_error_step == "connect"
+    assert later.consecutive_failures == 3, "polled again before the restored backoff was over"

@@ -52,3 +52,19 @@ def test_staggered_first_polls_spread_over_the_interval_and_keep_it():
     assert len(polled) == 200 and 0 <= firsts[0] and firsts[-1] < 60
     assert max(sum(1 for t in firsts if s <= t < s + 6) for s in range(0, 60, 6)) < 50, "not bunched in one tenth"
     assert all(abs(b - a - 60) < 1e-6 for times in polled.values() for a, b in zip(times, times[1:])), "then one interval apart"
+
+
+def test_a_restored_backoff_waits_out_its_rest_and_goes_on_from_its_step():
+    # "bad" failed 3 times, the last 10 s before the restart: its backoff (240 s +-20 %) goes on.
+    schedule = PollSchedule(
+        {"bad": 60, "over": 60, "good": 60},
+        now=0.0,
+        rng=random.Random(1),
+        failing={"bad": (3, 10.0), "over": (2, 3600.0), "gone": (5, 0.0)},
+    )
+    assert schedule.failures == {"bad": 3, "over": 2}, "accounts no longer configured are not restored"
+    assert sorted(a for a, _ in schedule.take_due(0.0)) == ["good", "over"], "a backoff already over is due at once"
+    [(account, due)] = schedule.take_due(10_000.0)
+    assert account == "bad" and 192 - 10 <= due <= 288 - 10
+    retry_in = schedule.finished("bad", now=due, ok=False)
+    assert 384 <= retry_in <= 576 and schedule.failures["bad"] == 4, "the fourth failure's step, not the first's"

@@ -26,3 +26,17 @@ def test_failures_count_up_until_a_good_poll_and_mails_add_up(stack, unique):
         good = connection.execute(select(AccountStatus).where(AccountStatus.account_id == account_id)).one()
     assert (good.consecutive_failures, good.mails_fetched, good.poll_lag_seconds) == (0, 6, 0.0)
     assert good.last_error == "e2", "the last error stays for the admin page's history"
+
+
+def test_failing_accounts_come_back_with_their_count_and_the_time_since_the_last_failure(stack, unique):
+    engine = engine_for(stack.database_url)
+    store = AccountStatusStore(engine)
+    failing, recovered = f"failing-{unique}", f"recovered-{unique}"
+    start = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
+    for minute in (1, 2):
+        store.record_failure(failing, at=start + timedelta(minutes=minute), lag_seconds=None, step="connect", error="e")
+        store.record_failure(recovered, at=start + timedelta(minutes=minute), lag_seconds=None, step="connect", error="e")
+    store.record_success(recovered, at=start + timedelta(minutes=3), lag_seconds=0.0, mails=0)
+    found = store.failing(start + timedelta(minutes=2, seconds=30))
+    assert found[failing] == (2, 30.0)
+    assert recovered not in found
