@@ -14,8 +14,9 @@ only the run's mailboxes and records. Three measurements, in this order:
    clock runs from the first mail committed in PostgreSQL (its row in the processed-mail
    ledger) to the last: mails per second, and its ratio to bare. The CPU seconds the
    three processes used (``/proc``) give the cost per 1,000 mails.
-3. **latency**: with the pipeline running, single mails are appended (IMAP APPEND) at half
-   the sustained rate for ``--latency-seconds``. A mail's latency runs from its APPEND's
+3. **latency**: with the pipeline running, single mails are appended (IMAP APPEND, one
+   client thread) at half the sustained rate for ``--latency-seconds``, or as fast as one
+   client can when that is less (the table gives the rate reached). A mail's latency runs from its APPEND's
    completion to its ledger row's ``processed_at`` (the start of the ticketer transaction
    that committed it, so slightly early): p50 and p99, against the target of one poll
    interval plus 2 s.
@@ -193,7 +194,7 @@ def plot(plots: Path, samples: list[tuple[float, int]], latencies: list[float], 
     axes.axvline(POLL_INTERVAL_SECONDS + 2, color="red", linestyle="--", label="target p99: poll interval + 2 s")
     axes.set_xlabel("seconds from APPEND to the committed ticket step")
     axes.set_ylabel("share of mails")
-    axes.set_title("Latency at half the sustained rate (cumulative)")
+    axes.set_title(f"Latency while mail is appended, {len(latencies)} mails (cumulative)")
     axes.legend()
     axes.grid(True, alpha=0.3)
     figure.tight_layout()
@@ -209,6 +210,8 @@ def main() -> None:
     args = parser.parse_args()
 
     endpoints = Stack().endpoints
+    # The stack's settings (key file, database, Kafka) as the services get them.
+    os.environ.update(service_environment(endpoints))
     run = uuid.uuid4().hex[:8]
     rng = random.Random(run)
     users = [add_mail_user(f"e2eb{run}{i}", f"pw-{run}-{i}") for i in range(args.mailboxes)]
@@ -237,7 +240,7 @@ def main() -> None:
         groups = {f"MAILINTAKE_{s.upper()}_GROUP_ID": f"e2eb-{run}-{s}" for s in SERVICES}
         place_group_at_end(endpoints.kafka_bootstrap, groups["MAILINTAKE_CLASSIFIER_GROUP_ID"], "mail.raw")
         place_group_at_end(endpoints.kafka_bootstrap, groups["MAILINTAKE_TICKETER_GROUP_ID"], "mail.classified")
-        env = dict(os.environ) | service_environment(endpoints) | groups | {
+        env = dict(os.environ) | groups | {
             f"MAILINTAKE_{s.upper()}_DATABASE_URL": database_url for s in SERVICES
         } | {f"MAILINTAKE_{s.upper()}_LOG_LEVEL": "WARNING" for s in SERVICES}
         pipeline = Pipeline(env, Path(logs))
@@ -263,7 +266,11 @@ def main() -> None:
     print(f"| pipeline sustained, mailbox to committed step (mails/s) | {rate:,.0f} |")
     print(f"| ratio to bare | {rate / bare_rate:.2f} |")
     print(f"| CPU seconds per 1,000 mails (fetcher + classifier + ticketer) | {cpu / total * 1000:.1f} |")
-    print(f"| latency at {rate / 2:,.0f} mails/s, {len(latencies)} mails: p50 / p99 (s) | {statistics.median(latencies):.2f} / {percentile(latencies, 0.99):.2f} |")
+    appended_rate = len(latencies) / args.latency_seconds
+    print(
+        f"| latency at {appended_rate:,.0f} mails/s appended (aimed at {rate / 2:,.0f}), {len(latencies)} mails: "
+        f"p50 / p99 (s) | {statistics.median(latencies):.2f} / {percentile(latencies, 0.99):.2f} |"
+    )
     if args.plots is not None:
         plot(args.plots, samples, latencies, f"{total} mails in {args.mailboxes} mailboxes, {rate:,.0f} mails/s")
         print(f"plots written to {args.plots}/pipeline-sustained.png and pipeline-latency.png")
