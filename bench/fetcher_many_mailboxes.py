@@ -153,9 +153,7 @@ def main() -> None:
         ))
     print(f"put {args.mails_each} mails into each mailbox in {time.perf_counter() - began:.1f} s", flush=True)
 
-    real_stderr, sys.stderr = sys.stderr, open(os.devnull, "w")  # noqa: SIM115
-    configure_logging("fetcher")
-    sys.stderr = real_stderr
+    configure_logging("fetcher", stream=open(os.devnull, "w"))  # noqa: SIM115 - open for the whole run
 
     overrides = {"poll_workers": args.workers} if args.workers else {}
     settings = FetcherSettings(

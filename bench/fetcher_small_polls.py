@@ -48,9 +48,12 @@ def main() -> None:
     from fetcher_throughput import fill_mailbox, realistic_mail
 
     endpoints = Endpoints.of(StackSettings())
-    real_stderr, sys.stderr = sys.stderr, open(os.devnull, "w")  # noqa: SIM115
-    configure_logging("fetcher")
-    sys.stderr = real_stderr
+    try:
+        configure_logging("fetcher", stream=open(os.devnull, "w"))  # noqa: SIM115 - open for the whole run
+    except TypeError:  # a --tree from before configure_logging took a stream binds the stderr of the moment
+        real_stderr, sys.stderr = sys.stderr, open(os.devnull, "w")  # noqa: SIM115
+        configure_logging("fetcher")
+        sys.stderr = real_stderr
 
     rng = random.Random(20241202)
     suffix = uuid.uuid4().hex[:6]

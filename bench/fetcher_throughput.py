@@ -149,9 +149,7 @@ def main() -> None:
     print(f"filled {user.name} with {len(mails)} mails by MULTIAPPEND in {time.perf_counter() - started:.1f} s", flush=True)
 
     # The service's logging, rendered in full but written nowhere, so its cost is measured.
-    real_stderr, sys.stderr = sys.stderr, open(os.devnull, "w")  # noqa: SIM115
-    configure_logging("fetcher")
-    sys.stderr = real_stderr
+    configure_logging("fetcher", stream=open(os.devnull, "w"))  # noqa: SIM115 - open for the whole run
 
     overrides = {"fetch_chunk_bytes": args.fetch_chunk_bytes} if args.fetch_chunk_bytes else {}
     settings = FetcherSettings(
