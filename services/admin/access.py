@@ -74,6 +74,38 @@ class TokenStore:
             raise TokenNameTaken(f"a token named {name!r} exists already; revoke it or pick another name") from None
         return token
 
+    def register(self, name: str, token: str, actor: str) -> str:
+        """Make ``token``, given from outside (a deployment's secret), the token named ``name``.
+
+        Returns what happened: ``added``; ``replaced`` (the name held another token: the
+        secret was rotated, and the old token stops working); ``unchanged``; or
+        ``revoked`` (this very token was revoked, and a restart must not bring it back).
+        """
+        if not token.startswith(TOKEN_PREFIX) or len(token) < len(TOKEN_PREFIX) + 32:
+            raise ValueError(f"a token must start with {TOKEN_PREFIX!r} and have at least 32 characters after it")
+        digest = token_digest(token)
+        try:
+            with self._engine.begin() as connection:
+                row = connection.execute(
+                    select(AdminToken.token_sha256, AdminToken.revoked_at).where(AdminToken.name == name).with_for_update()
+                ).first()
+                if row is None:
+                    connection.execute(insert(AdminToken).values(name=name, token_sha256=digest))
+                    AuditLog.write(connection, actor, "token.create", name)
+                    return "added"
+                if row.token_sha256 == digest:
+                    return "unchanged" if row.revoked_at is None else "revoked"
+                connection.execute(
+                    update(AdminToken)
+                    .where(AdminToken.name == name)
+                    .values(token_sha256=digest, created_at=func.now(), revoked_at=None)
+                )
+                AuditLog.write(connection, actor, "token.replace", name)
+                return "replaced"
+        except IntegrityError:
+            # Another replica registered it at the same moment: its row decides.
+            return self.register(name, token, actor)
+
     def holder(self, token: str) -> str | None:
         """The name of the live token ``token``, or None."""
         if not token.startswith(TOKEN_PREFIX):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from functools import cache
 
+import structlog
 from fastapi import Depends, FastAPI, Response
 from fastapi.responses import PlainTextResponse
 from sqlalchemy import text
@@ -28,6 +29,11 @@ from services.admin.tickets_api import router as tickets_router
 from services.admin.web_pages import mount_pages
 from services.fetcher.password_cipher import PasswordCipher
 
+# The name under which the token of MAILINTAKE_ADMIN_API_TOKEN is registered (and audited).
+DEPLOYMENT_TOKEN_NAME = "deployment"
+
+log = structlog.get_logger(__name__)
+
 
 def create_app(settings: AdminSettings, cipher: PasswordCipher | None = None) -> FastAPI:
     """The app. ``cipher`` defaults to the key in MAILINTAKE_ACCOUNTS_ENCRYPTION_*, read on the first account request."""
@@ -41,6 +47,9 @@ def create_app(settings: AdminSettings, cipher: PasswordCipher | None = None) ->
     engine = engine_for(settings.database_url.get_secret_value())
     app.state.engine = engine
     app.state.token_store = TokenStore(engine)
+    if settings.api_token is not None:
+        outcome = app.state.token_store.register(DEPLOYMENT_TOKEN_NAME, settings.api_token.get_secret_value(), "deployment")
+        log.info("admin.deployment_token", outcome=outcome, name=DEPLOYMENT_TOKEN_NAME)
     app.state.audit_log = AuditLog(engine)
     app.state.oidc_verifier = (
         OidcVerifier(settings.oidc_issuer, settings.oidc_audience, settings.oidc_jwks_url, settings.oidc_actor_claim)

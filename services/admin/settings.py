@@ -28,6 +28,18 @@ class AdminSettings(BaseSettings):
     forwarded_allow_ips: str = "127.0.0.1"
     """Comma-separated addresses of the reverse proxies (e.g. the ingress) whose X-Forwarded-Proto and X-Forwarded-For are trusted, or *. Behind a proxy that ends TLS this makes the page's session cookie Secure."""
 
+    api_token: SecretStr | None = None
+    """An admin token given by the deployment (the chart's adminToken secret), registered hashed at start as the token named 'deployment', so a platform team has a first token without the CLI: 'mi_' and at least 32 random characters after it, e.g. python -c "import secrets; print('mi_' + secrets.token_urlsafe(32))". A changed secret replaces the old token; one revoked with `mailintake admin token revoke deployment` stays revoked. Secret."""
+
+    @field_validator("api_token")
+    @classmethod
+    def _token_shape(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            token = value.get_secret_value()
+            if not token.startswith("mi_") or len(token) < 35:
+                raise ValueError("an admin token starts with 'mi_' and has at least 32 characters after it")
+        return value
+
     kafka_bootstrap_servers: str | None = None
     """Kafka bootstrap servers (host:port, comma-separated). When set, each account change is announced on the accounts topic, so the fetcher replica owning the account reads it at once; unset, changes apply at the fetchers' next refresh (MAILINTAKE_FETCHER_ACCOUNTS_REFRESH_SECONDS)."""
 

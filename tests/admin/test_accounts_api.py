@@ -342,3 +342,33 @@ def test_the_served_app_logs_no_password_even_at_debug(stack, admin_token, accou
     assert statuses == [201, 200, 200, 422], output[-3000:]
     assert f"/api/accounts/{document['id']}/check" in output, "the access log was captured"
     assert password not in output
+
+
+def test_the_deployments_token_is_registered_rotated_and_stays_revoked(stack):
+    from fastapi.testclient import TestClient
+
+    from services.admin.access import TokenStore
+    from services.admin.app import create_app
+    from services.admin.settings import AdminSettings
+    from tests.database_schemas import migrated_schema
+
+    first, second = "mi_" + "a" * 40, "mi_" + "b" * 40
+
+    def client(database_url: str, token: str) -> TestClient:
+        return TestClient(create_app(AdminSettings(database_url=database_url, api_token=token)))
+
+    with migrated_schema(stack.database_url, "admin_deployment_token") as database_url:
+        with client(database_url, first) as app:
+            assert app.get("/api/audit", headers={"Authorization": f"Bearer {first}"}).status_code == 200
+        # The secret was rotated: the new token works, the old one no longer does.
+        with client(database_url, second) as app:
+            assert app.get("/api/audit", headers={"Authorization": f"Bearer {second}"}).status_code == 200
+            assert app.get("/api/audit", headers={"Authorization": f"Bearer {first}"}).status_code == 401
+        # Revoked by an administrator: a restart with the same secret does not bring it back.
+        assert TokenStore(engine_for(database_url)).revoke("deployment")
+        with client(database_url, second) as app:
+            assert app.get("/api/audit", headers={"Authorization": f"Bearer {second}"}).status_code == 401
+        actions = [(e.actor, e.action) for e in AuditLog(engine_for(database_url)).entries("deployment")]
+        assert sorted(actions) == [("deployment", "token.create"), ("deployment", "token.replace")]
+    with pytest.raises(ValueError, match="starts with 'mi_'"):
+        AdminSettings(api_token="too-short")
