@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from sqlalchemy import Connection, Engine, select
@@ -49,6 +49,9 @@ class AccountDraft(Account):
     """An account as the API and the page take it. The password may be empty: on an
     update (or a check of a stored account) that keeps the stored one."""
 
+    secrets_required: ClassVar[bool] = False
+    """Secrets left empty are kept from the stored account (see :func:`kept_password`)."""
+
     password: SecretStr | None = None
     """Write-only. Empty or absent keeps the stored password; required for a new account."""
 
@@ -70,6 +73,9 @@ class StoredAccountOut(Account):
     """A stored account as the API shows it: every setting, never the password."""
 
     password: SecretStr | None = Field(default=None, exclude=True)
+
+    secrets_required: ClassVar[bool] = False
+    """The view never holds secrets."""
 
 
 class AccountStatusOut(BaseModel):

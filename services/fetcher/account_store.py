@@ -148,7 +148,7 @@ def account_change(account: Account, stored: StoredView | None) -> AccountChange
     if stored is None:
         return AccountChange(account.id, ChangeAction.ADDED)
     fields = changed_fields(stored.settings, settings_of(account))
-    if stored.password is None or stored.password.get_secret_value() != account.password.get_secret_value():
+    if stored.password is None or stored.password.get_secret_value() != account.secret_password():
         fields.append("password")
     return AccountChange(account.id, ChangeAction.CHANGED if fields else ChangeAction.UNCHANGED, tuple(fields))
 

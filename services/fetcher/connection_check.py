@@ -237,7 +237,7 @@ def _report(account: Account, steps: list[CheckStep], messages: int | None) -> C
         steps=steps,
         messages=messages,
     )
-    return _without_password(report, account.password.get_secret_value())
+    return _without_password(report, account.secret_password())
 
 
 def _without_password(report: CheckReport, password: str) -> CheckReport:

@@ -558,7 +558,7 @@ class EwsMailbox:
             if principal is not None and principal.split("@", 1)[0].lower() != login.user_part.lower():
                 no_ticket.append(f"the process's ticket is for {principal}, not for {login.logon_name}")
                 principal = None
-            password = account.password.get_secret_value()
+            password = account.secret_password()
             if principal is None and password:
                 wanted = password_principal(login)
                 try:
@@ -577,7 +577,7 @@ class EwsMailbox:
         if no_ticket:
             log.warning("ews.no_kerberos_ticket", reasons=no_ticket, using=auth_type)
         if auth_type != GSSAPI:
-            credentials = Credentials(login.logon_name, account.password.get_secret_value())
+            credentials = Credentials(login.logon_name, account.secret_password())
         else:
             credentials = None if session_auth_type == GSSAPI else KerberosTickets(principal)
         self.auth_type = auth_type

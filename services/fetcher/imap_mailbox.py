@@ -140,7 +140,7 @@ class ImapSession(MailSession):
         """Log in with the account's method; the password is never sent in the clear
         unless prevent_plaintext_login is off and security is none."""
         account, client = self.account, self._greet("authentication")
-        username, password = account.username, account.password.get_secret_value()
+        username, password = account.username, account.secret_password()
         if account.prevent_plaintext_login:
             if "AUTH=PLAIN" not in self._capabilities:
                 raise MailServerError(

@@ -122,7 +122,7 @@ class Pop3Session(MailSession):
         """Log in with the account's method; the password is never sent in the clear
         unless prevent_plaintext_login is off and security is none."""
         account, pop = self.account, self._greet("authentication")
-        username, password = account.username, account.password.get_secret_value()
+        username, password = account.username, account.secret_password()
         if account.prevent_plaintext_login:
             mechanisms = {
                 word.upper() for line in self._capability_lines if line.upper().startswith("SASL ") for word in line.split()[1:]

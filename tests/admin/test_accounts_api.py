@@ -159,7 +159,7 @@ def test_the_stored_password_is_never_sent_to_another_server(stack, api, account
         ({"port": 65536}, "port", "less than or equal to 65535"),
         ({"sender": {"address": "helpdesk at example"}}, "sender.address", "is not a mail address"),
         ({"sender": {"address": "<b>@example.com"}}, "sender.address", "is not a mail address"),
-        ({"protocol": "smtp"}, "protocol", "'imap', 'pop3' or 'ews'"),
+        ({"protocol": "smtp"}, "protocol", "'imap', 'pop3', 'ews' or 'graph'"),
         ({"ticket_options": {"resource": "no-such-resource"}}, "ticket_options.resource", "resource 'no-such-resource' does not exist"),
         ({"ticket_options": {"category": "no-such-category"}}, "ticket_options.category", "category 'no-such-category' does not exist"),
         ({"ticket_options": {"priority": "no-such-priority"}}, "ticket_options.priority", "priority 'no-such-priority' does not exist"),

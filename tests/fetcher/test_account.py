@@ -59,3 +59,51 @@ def test_duplicate_ids_are_refused(tmp_path):
 def test_username_in_shared_mailbox_form_is_kept_intact():
     account = Account(id="x", name="x", host="h", port=1, username="Domain\\Max.Mustermann\\Shared.MailboxAlias", password="p")
     assert account.username == "Domain\\Max.Mustermann\\Shared.MailboxAlias"
+
+
+def _account(**fields):
+    base = {"id": "desk", "name": "Desk", "host": "mail.example", "port": 993, "username": "desk@example.com"}
+    return Account.model_validate({**base, **fields})
+
+
+MICROSOFT_APP = {"tenant": "contoso.onmicrosoft.com", "client_id": "app-1", "client_secret": "app-secret"}
+
+
+def test_an_old_ews_account_without_a_method_keeps_logging_in_with_kerberos():
+    assert _account(protocol="ews", port=443, password="pw").authentication == "kerberos"
+    assert _account(protocol="ews", port=443, password="pw", prevent_ntlm=False).authentication == "password"
+    assert _account(password="pw").authentication == "password"
+
+
+def test_oauth2_accounts_take_their_secrets_in_the_oauth2_section_and_hide_them():
+    account = _account(protocol="graph", port=443, authentication="oauth2_client_credentials", oauth2=MICROSOFT_APP)
+    assert account.oauth2.issuer == "https://login.microsoftonline.com/contoso.onmicrosoft.com"
+    assert "app-secret" not in repr(account) and "app-secret" not in account.model_dump_json()
+    with pytest.raises(ValueError, match="not a password"):
+        account.secret_password()
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"authentication": "oauth2_refresh_token", "oauth2": {**MICROSOFT_APP, "client_secret": None}},
+         "needs oauth2.refresh_token"),
+        ({"authentication": "oauth2_client_credentials", "oauth2": {"tenant": "t", "client_id": "c"}},
+         "needs oauth2.client_secret or oauth2.certificate_file"),
+        ({"authentication": "oauth2_client_credentials"}, "needs an oauth2 section"),
+        ({"authentication": "oauth2_client_credentials", "oauth2": MICROSOFT_APP, "password": "pw"}, "takes no password"),
+        ({"authentication": "password"}, "needs a password"),
+        ({"authentication": "password", "password": "pw", "oauth2": MICROSOFT_APP}, "takes no oauth2 section"),
+        ({"authentication": "kerberos", "password": "pw"}, "kerberos is for ews accounts only"),
+        ({"protocol": "graph", "port": 443, "password": "pw"}, "graph accounts authenticate with oauth2"),
+        ({"protocol": "graph", "port": 443, "security": "starttls", "authentication": "oauth2_client_credentials",
+          "oauth2": MICROSOFT_APP}, "Graph runs over HTTPS only"),
+        ({"authentication": "oauth2_client_credentials", "oauth2": {"provider": "oidc", "client_id": "c",
+          "client_secret": "s"}}, "oidc needs an authority"),
+        ({"authentication": "oauth2_client_credentials", "oauth2": {"client_id": "c", "client_secret": "s"}},
+         "microsoft needs a tenant"),
+    ],
+)
+def test_credentials_must_fit_the_authentication_method(fields, message):
+    with pytest.raises(ValueError, match=message):
+        _account(**fields)

@@ -77,7 +77,7 @@ def test_unresolvable_password_reference_names_file_account_and_field(tmp_path, 
     [
         (("port: 10993", "port: 0"), "account desk: port: Input should be greater than or equal to 1"),
         (("port: 10993", "port: 65536"), "account desk: port: Input should be less than or equal to 65535"),
-        (("protocol: imap", "protocol: mapi"), "account desk: protocol: Input should be 'imap', 'pop3' or 'ews'"),
+        (("protocol: imap", "protocol: mapi"), "account desk: protocol: Input should be 'imap', 'pop3', 'ews' or 'graph'"),
         (("    name: Desk\n", "    name: Desk\n    after_fetch: keep\n"), "account desk: after_fetch: Value error, must be"),
         (
             ("protocol: imap", "protocol: pop3\n    after_fetch: move:Done"),
