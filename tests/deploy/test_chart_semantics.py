@@ -192,11 +192,13 @@ def test_egress_follows_what_each_service_talks_to(objects: list[dict]) -> None:
     assert {9092, 5432, 993} <= ports("fetcher")
     assert 9092 in ports("classifier") and 9092 in ports("ticketer")
     assert 9092 not in ports("sender") and 587 in ports("sender")
+    for name in ("fetcher", "admin", "sender"):
+        assert 443 in ports(name), f"{name} cannot reach the identity providers' token endpoints"
     assert {9092, 5432} <= ports("admin"), "the admin announces account changes on Kafka"
     assert {993, 995, 443} <= ports("admin"), "the admin's connection check reaches the mail servers"
     assert not ({587, 25} & ports("admin"))
     for name in ("classifier", "ticketer"):
-        assert not ({993, 995, 587, 25} & ports(name)), f"{name} reaches mail servers"
+        assert not ({993, 995, 587, 25, 443} & ports(name)), f"{name} reaches mail servers or identity providers"
 
 
 def test_settings_in_the_pods_are_ones_the_services_read(objects: list[dict]) -> None:
