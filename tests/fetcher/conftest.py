@@ -19,6 +19,9 @@ from imapclient import IMAPClient
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from mailintake.contracts.records import MailRaw, decode_record
+from mailintake.stack import Stack
+from mailintake.stack.layout import StackLayout
+from mailintake.stack.tls import ensure_certificates
 from services.fetcher.account import Account
 from services.fetcher.service import Fetcher
 from services.fetcher.settings import FetcherSettings
@@ -193,3 +196,11 @@ def untrusted_ca_file(tmp_path_factory):
     path = tmp_path_factory.mktemp("untrusted-ca") / "ca.pem"
     path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
     return path
+
+
+@pytest.fixture(scope="session")
+def stack_tls():
+    """The stack's CA and its server certificate (created if missing; no server needs to run)."""
+    layout = StackLayout.of(Stack().settings)
+    ensure_certificates(layout.ca_cert, layout.ca_key, layout.server_cert, layout.server_key)
+    return layout

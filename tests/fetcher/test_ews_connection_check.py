@@ -13,23 +13,12 @@ import yaml
 from typer.testing import CliRunner
 
 from mailintake.cli import app
-from mailintake.stack import Stack
-from mailintake.stack.layout import StackLayout
-from mailintake.stack.tls import ensure_certificates
 from services.fetcher.account import Account
 from services.fetcher.connection_check import StepOutcome, check_account
 from tests.peers.ews_stub import EwsStub, StubExchange
 from tests.peers.kerberos_kdc import LocalKdc
 
 EWS_STEPS = ["connect", "tls", "authentication", "folder"]
-
-
-@pytest.fixture(scope="module")
-def stack_tls():
-    """The stack's CA and its server certificate (created if missing; no server needs to run)."""
-    layout = StackLayout.of(Stack().settings)
-    ensure_certificates(layout.ca_cert, layout.ca_key, layout.server_cert, layout.server_key)
-    return layout
 
 
 @pytest.fixture

@@ -15,22 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from mailintake.stack import Stack
-from mailintake.stack.layout import StackLayout
-from mailintake.stack.tls import ensure_certificates
 from services.fetcher.account import Account
 from services.fetcher.ews_mailbox import KERBEROS_MECHANISM, EwsAuthUnavailable, EwsMailbox, InMemoryItemMarks
 from services.fetcher.mail_source import MailServerError
 from tests.peers.ews_stub import EwsStub, StubExchange, received_sequence
 from tests.peers.kerberos_kdc import LocalKdc
-
-
-@pytest.fixture(scope="session")
-def stack_tls():
-    """The stack's CA and its server certificate (created if missing; no server needs to run)."""
-    layout = StackLayout.of(Stack().settings)
-    ensure_certificates(layout.ca_cert, layout.ca_key, layout.server_cert, layout.server_key)
-    return layout
 
 
 @pytest.fixture
