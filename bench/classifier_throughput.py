@@ -34,28 +34,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.mail_corpus import WORDS, prose  # noqa: E402
 from mailintake.contracts.records import MailRaw, SenderIdentity, TicketOptions, encode_record  # noqa: E402
 from services.classifier.core import Classifier  # noqa: E402
 from services.classifier.service import decode_raw, record_handler  # noqa: E402
 from services.classifier.settings import ClassifierSettings  # noqa: E402
-
-WORDS = (
-    "Drucker Papierstau Anmeldung Passwort gesperrt Laptop Bildschirm flackert Netzwerk VPN Zugang Rechnung "
-    "Bestellung Lieferung Termin dringend bitte danke Grüße morgen heute Fehler Meldung Server Datenbank "
-    "printer login password locked screen network access invoice order delivery urgent please thanks error"
-).split()
-
-
-def _prose(rng: random.Random, size: int) -> str:
-    lines, length = [], 0
-    while length < size:
-        line = " ".join(rng.choice(WORDS) for _ in range(rng.randint(6, 14))).capitalize() + "."
-        lines.append(line)
-        length += len(line) + 1
-        if rng.random() < 0.2:
-            lines.append("")
-    return "\n".join(lines)
-
 
 def _html(text: str, rng: random.Random) -> str:
     # Outlook-like markup: a style block, classes, spans, a signature table.
@@ -79,14 +62,14 @@ def typical_mail(rng: random.Random, number: int) -> bytes:
     """One mail of 5-50 KB, of a kind drawn with roughly the mix a help desk sees."""
     kind = rng.choices(["alternative", "alternative+attachment", "html-only", "plain-reply"], [45, 25, 15, 15])[0]
     size = rng.randint(3_200, 9_000)
-    text = _prose(rng, size)
+    text = prose(rng, size)
     head = (
         f'From: "Schmidt, Anna" <anna.schmidt{number % 50}@example.com>\r\nTo: support@helpdesk.example.org\r\n'
         f"Subject: =?utf-8?q?{rng.choice(WORDS)}_{number}_=E2=80=93_{rng.choice(WORDS)}?=\r\n"
         f"Message-ID: <bench-{number}@example.com>\r\nDate: Mon, 2 Dec 2024 09:00:00 +0100\r\nMIME-Version: 1.0\r\n"
     )
     if kind == "plain-reply":
-        quoted = "\n".join("> " + line for line in _prose(rng, size).split("\n"))
+        quoted = "\n".join("> " + line for line in prose(rng, size).split("\n"))
         body = f"{text}\n\nAm 1.12. schrieb IT Support:\n{quoted}\n"
         return (head + "Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n" + body).encode()
     html = _html(text, rng)

@@ -43,6 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from imapclient import IMAPClient  # noqa: E402
 
+from bench.mail_corpus import WORDS, prose  # noqa: E402
 from mailintake.runtime.logs import configure_logging  # noqa: E402
 from mailintake.stack import add_mail_user  # noqa: E402
 from mailintake.stack.endpoints import Endpoints  # noqa: E402
@@ -50,22 +51,6 @@ from mailintake.stack.settings import StackSettings  # noqa: E402
 from services.fetcher.account import Account  # noqa: E402
 from services.fetcher.service import Fetcher  # noqa: E402
 from services.fetcher.settings import FetcherSettings  # noqa: E402
-
-WORDS = (
-    "Drucker Papierstau Anmeldung Passwort gesperrt Laptop Bildschirm flackert Netzwerk VPN Zugang Rechnung "
-    "Bestellung Lieferung Termin dringend bitte danke Grüße morgen heute Fehler Meldung Server Datenbank "
-    "printer login password locked screen network access invoice order delivery urgent please thanks error"
-).split()
-
-
-def _prose(rng: random.Random, size: int) -> str:
-    lines, length = [], 0
-    while length < size:
-        line = " ".join(rng.choice(WORDS) for _ in range(rng.randint(6, 14))).capitalize() + "."
-        lines.append(line)
-        length += len(line) + 2
-    return "\r\n".join(lines)
-
 
 def realistic_mail(rng: random.Random, number: int) -> bytes:
     """A 2-8 KB mail with the headers a mail that crossed the internet carries."""
@@ -79,7 +64,7 @@ def realistic_mail(rng: random.Random, number: int) -> bytes:
         for hop in range(rng.randint(2, 4))
     )
     dkim = "".join(rng.choice("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/") for _ in range(344))
-    body = _prose(rng, rng.randint(1_200, 6_500))
+    body = prose(rng, rng.randint(1_200, 6_500), newline="\r\n", paragraphs=False)
     head = (
         f"Return-Path: <{sender}>\r\n{received}"
         f"DKIM-Signature: v=1; a=rsa-sha256; c=relaxed/relaxed; d=customer{number % 40}.example.com; s=sel1;\r\n"
