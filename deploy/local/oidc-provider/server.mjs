@@ -116,6 +116,8 @@ const provider = new Provider(config.issuer, {
 // one); the provider is mounted there, as its documentation shows for Koa.
 const mountPath = new URL(config.issuer).pathname.replace(/\/$/, '');
 const app = new Koa();
+// koa-mount runs the provider's middleware on this app's context: its cookies are signed with these keys.
+app.keys = secrets.cookieKeys;
 app.use(mount(mountPath || '/', provider));
 const server = createServer(
   { cert: readFileSync(config.server_cert), key: readFileSync(config.server_key) },
