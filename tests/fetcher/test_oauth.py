@@ -355,3 +355,21 @@ def test_rotated_refresh_token_survives_a_fetcher_restart(stack, oauth_account, 
         with pytest.raises(StepFailed, match="invalid_grant"):
             fetcher_for(account).poll(account)
         store.engine.dispose()
+
+
+def test_msal_authenticates_the_app_with_its_certificate(stack, oauth_account, tmp_path):
+    account = oauth_account(
+        "alice", provider="microsoft", client_id="mailintake-app-certificate",
+        oauth2={"client_secret": None, "certificate_file": str(stack.oidc_app_certificate)},
+    )
+    token = TokenBroker().access_token(account)
+    assert _provider_post(stack, "/token/introspection", "dovecot", token=token).json()["username"] == account.username
+
+    # Another key pair under the same client id: the provider refuses the signed assertion.
+    from mailintake.stack.oidc_provider import ensure_app_certificate
+
+    impostor = tmp_path / "impostor.pem"
+    ensure_app_certificate(impostor)
+    with pytest.raises(TokenRefused) as refused:
+        TokenBroker().access_token(account.model_copy(update={"oauth2": account.oauth2.model_copy(update={"certificate_file": impostor})}))
+    assert refused.value.server_reply == "invalid_client: client authentication failed"
