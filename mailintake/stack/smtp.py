@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import os
 import smtplib
 import ssl
 import sys
 from pathlib import Path
 
 from .component import Component, ProbeFailed
+from .oidc_provider import oidc_client, oidc_issuer
 from .os_accounts import Accounts
 from .preflight import MissingTool, find_dovecot
-from .settings import HOST
+from .processes import ProcessRecord, spawn
+from .settings import HOST, INTROSPECTION_SECRET_VARIABLE
 from .tls_probe import client_context
 
 RELAY_MODULE = "mailintake.stack.smtp_relay"
@@ -26,7 +29,7 @@ class SmtpRelay(Component):
         return {"smtp_port": self.settings.smtp_port}
 
     def address(self) -> str:
-        return f"{HOST}:{self.settings.smtp_port} (STARTTLS, AUTH PLAIN/LOGIN after TLS)"
+        return f"{HOST}:{self.settings.smtp_port} (STARTTLS, AUTH PLAIN/LOGIN/XOAUTH2 after TLS)"
 
     def owns(self, argv: list[str]) -> bool:
         return RELAY_MODULE in argv and str(self.layout.mail_users_file) in argv
@@ -48,7 +51,18 @@ class SmtpRelay(Component):
             "--cert", str(layout.server_cert), "--key", str(layout.server_key),
             "--users-file", str(layout.mail_users_file), "--dovecot-config", str(layout.dovecot_config),
             "--lda", str(self.lda),
+            # XOAUTH2 tokens are introspected at the provider, as Dovecot does, with its client.
+            "--introspection-url", f"{oidc_issuer(self.settings)}/token/introspection",
+            "--introspection-client", oidc_client("dovecot").client_id, "--ca-file", str(layout.ca_cert),
         ]
+
+    def start(self, accounts: Accounts) -> ProcessRecord:
+        record = spawn(
+            self.command(), log_file=self.log_file, cwd=self.layout.root,
+            env={**os.environ, INTROSPECTION_SECRET_VARIABLE: oidc_client("dovecot").client_secret},
+        )
+        record.write(self.pid_file)
+        return record
 
     def probe(self, timeout: float) -> None:
         """EHLO, STARTTLS verified against the CA, EHLO again, and AUTH on offer."""

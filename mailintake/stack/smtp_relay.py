@@ -1,7 +1,9 @@
 """The stack's SMTP submission server (run as ``python -m mailintake.stack.smtp_relay``).
 
 STARTTLS is required before anything else, AUTH (PLAIN or LOGIN) only after
-TLS, and credentials are the mailbox users of the Dovecot passwd-file. Every
+TLS, and credentials are the mailbox users of the Dovecot passwd-file. AUTH XOAUTH2
+takes an access token of the stack's OpenID Connect provider instead, introspected
+there as Dovecot does (the token's ``username`` claim must name the SASL user). Every
 accepted message is handed to ``dovecot-lda`` for each recipient, so it
 lands in that user's Maildir and can be read back over IMAP or POP3.
 Recipients outside the stack's mail domain, or unknown there, get 550.
@@ -11,26 +13,84 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
+import binascii
+import json
 import logging
+import os
 import signal
 import ssl
+import urllib.error
+import urllib.parse
+import urllib.request
 from pathlib import Path
 
-from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
+from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, LoginPassword, Session
 
 from .mail_users import check_credentials, read_users
-from .settings import HOST, MAIL_DOMAIN
+from .settings import HOST, INTROSPECTION_SECRET_VARIABLE, MAIL_DOMAIN
 
 log = logging.getLogger("mailintake.stack.smtp_relay")
+
+
+class TokenIntrospection:
+    """RFC 7662 introspection at the stack's provider: whose mailbox a token is for, if it is active."""
+
+    def __init__(self, url: str, client_id: str, secret: str, ca_file: Path):
+        self.url = url
+        self._authorization = "Basic " + base64.b64encode(f"{client_id}:{secret}".encode()).decode()
+        self._context = ssl.create_default_context(cafile=str(ca_file))
+
+    def mailbox_of(self, token: str) -> str | None:
+        request = urllib.request.Request(
+            self.url, data=urllib.parse.urlencode({"token": token}).encode(),
+            headers={"Authorization": self._authorization, "Content-Type": "application/x-www-form-urlencoded"},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=10, context=self._context) as answer:
+                claims = json.load(answer)
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            log.error("introspection at %s failed: %s", self.url, exc)
+            return None
+        username = claims.get("username")
+        return str(username) if claims.get("active") is True and username else None
+
+
+def _local_part(user: str) -> str:
+    # As Dovecot's %Ln: "alice" and "alice@mailintake.test" are the same mailbox.
+    return user.rpartition("@")[0].lower() if "@" in user else user.lower()
 
 
 class DovecotDelivery:
     """aiosmtpd handler: accept recipients of the mail domain and deliver with dovecot-lda."""
 
-    def __init__(self, users_file: Path, lda: Path, dovecot_config: Path):
+    def __init__(self, users_file: Path, lda: Path, dovecot_config: Path, introspection: TokenIntrospection | None = None):
         self.users_file = users_file
         self.lda = lda
         self.dovecot_config = dovecot_config
+        self.introspection = introspection
+
+    async def auth_XOAUTH2(self, server: SMTP, args: list[str]) -> AuthResult:
+        """AUTH XOAUTH2: ``user=U^Aauth=Bearer T^A^A``; a refused token gets the error
+        challenge Dovecot sends, then (after the client's empty answer) 535."""
+        blob = args[1].encode() if len(args) > 1 else await server.challenge_auth("")
+        if blob is MISSING:
+            return AuthResult(success=False, handled=True)
+        try:
+            fields = dict(
+                part.split("=", 1) for part in base64.b64decode(blob, validate=True).decode().split("\x01") if "=" in part
+            )
+        except (binascii.Error, UnicodeDecodeError, ValueError):
+            return AuthResult(success=False, handled=False)
+        user, bearer = fields.get("user", ""), fields.get("auth", "")
+        token = bearer[len("Bearer "):] if bearer.startswith("Bearer ") else ""
+        mailbox = await asyncio.to_thread(self.introspection.mailbox_of, token) if token and self.introspection else None
+        if mailbox is not None and _local_part(mailbox) == _local_part(user):
+            log.info("AUTH XOAUTH2 for %r: ok", user)
+            return AuthResult(success=True, auth_data=user)
+        log.info("AUTH XOAUTH2 for %r: refused", user)
+        answer = await server.challenge_auth(json.dumps({"status": "401", "schemes": "bearer", "scope": "mail"}))
+        return AuthResult(success=False, handled=answer is MISSING)
 
     async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope, address: str, rcpt_options):
         name, _, domain = address.rpartition("@")
@@ -87,7 +147,12 @@ def server_context(cert: Path, key: Path) -> ssl.SSLContext:
 
 
 async def serve(args: argparse.Namespace) -> None:
-    handler = DovecotDelivery(args.users_file, args.lda, args.dovecot_config)
+    introspection = None
+    if args.introspection_url:
+        introspection = TokenIntrospection(
+            args.introspection_url, args.introspection_client, os.environ.get(INTROSPECTION_SECRET_VARIABLE, ""), args.ca_file
+        )
+    handler = DovecotDelivery(args.users_file, args.lda, args.dovecot_config, introspection)
     context = server_context(args.cert, args.key)
     authenticator = make_authenticator(args.users_file)
 
@@ -124,6 +189,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--users-file", type=Path, required=True)
     parser.add_argument("--dovecot-config", type=Path, required=True)
     parser.add_argument("--lda", type=Path, required=True)
+    parser.add_argument("--introspection-url", help="RFC 7662 endpoint for AUTH XOAUTH2 tokens (secret in $%s)" % INTROSPECTION_SECRET_VARIABLE)
+    parser.add_argument("--introspection-client", default="dovecot")
+    parser.add_argument("--ca-file", type=Path, help="CA of the introspection endpoint's certificate")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # aiosmtpd logs every command at INFO; deliveries and AUTH results are enough here.

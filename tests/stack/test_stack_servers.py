@@ -28,7 +28,7 @@ def tls_context(stack: Stack) -> ssl.SSLContext:
 
 def test_status_reports_every_component_running(local_stack: Stack):
     states = {item.name: item.state for item in local_stack.status()}
-    assert states == {"postgres": "running", "kafka": "running", "dovecot": "running", "smtp": "running"}
+    assert states == {"postgres": "running", "kafka": "running", "oidc": "running", "dovecot": "running", "smtp": "running"}
 
 
 def test_up_again_is_quick_and_keeps_the_processes(local_stack: Stack):
@@ -207,3 +207,70 @@ def test_kafka_transactions_commit(local_stack: Stack):
     finally:
         admin.delete_topics([topic])
         admin.close()
+
+
+def test_oidc_provider_serves_its_discovery_document_over_verified_tls(local_stack: Stack):
+    import json
+    import urllib.request
+
+    e = local_stack.endpoints
+    with urllib.request.urlopen(f"{e.oidc_issuer}/.well-known/openid-configuration", context=tls_context(local_stack), timeout=10) as answer:
+        document = json.load(answer)
+    assert document["issuer"] == e.oidc_issuer
+    assert {"client_credentials", "authorization_code", "refresh_token"} <= set(document["grant_types_supported"])
+    assert document["code_challenge_methods_supported"] == ["S256"]
+    assert document["introspection_endpoint"] == f"{e.oidc_issuer}/token/introspection"
+    assert document["revocation_endpoint"] == f"{e.oidc_issuer}/token/revocation"
+    assert {c.client_id for c in e.oidc_clients} == {
+        "mailintake-app", "mailintake-app-certificate", "mailintake-delegated", "mailintake-short-lived", "dovecot",
+    }
+    assert e.oidc_app_certificate.is_file()
+
+
+def _app_token(e, mailbox: str, client_id: str = "mailintake-app") -> str:
+    import requests
+
+    client = e.oidc_client(client_id)
+    answer = requests.post(
+        f"{e.oidc_issuer}/token", data={"grant_type": "client_credentials", "scope": f"mailbox:{mailbox}"},
+        auth=(client.client_id, client.client_secret), verify=str(e.ca_file), timeout=10,
+    )
+    assert answer.status_code == 200, answer.text
+    return answer.json()["access_token"]
+
+
+def _xoauth2(user: str, token: str):
+    answers = iter([f"user={user}\x01auth=Bearer {token}\x01\x01", ""])
+    return lambda challenge=None: next(answers)
+
+
+def test_smtp_takes_an_oauth2_token_of_the_stacks_provider(local_stack: Stack):
+    import base64
+    import json
+
+    e = local_stack.endpoints
+    helpdesk, demo = e.user("helpdesk"), e.user("demo")
+    subject = f"xoauth2 test {uuid.uuid4().hex}"
+    message = EmailMessage()
+    message["From"], message["To"], message["Subject"] = helpdesk.address, demo.address, subject
+    message.set_content("Sent with a bearer token.\n")
+    with smtplib.SMTP(e.host, e.smtp_port, local_hostname="localhost", timeout=10) as smtp:
+        smtp.starttls(context=tls_context(local_stack))
+        smtp.ehlo()
+        assert "XOAUTH2" in smtp.esmtp_features["auth"].split()
+        code, _ = smtp.auth("XOAUTH2", _xoauth2(helpdesk.address, _app_token(e, helpdesk.address)), initial_response_ok=True)
+        assert code == 235
+        assert smtp.send_message(message) == {}
+    with IMAPClient(e.host, port=e.imaps_port, ssl=True, ssl_context=tls_context(local_stack)) as client:
+        client.login(demo.name, demo.password)
+        client.select_folder("INBOX", readonly=True)
+        assert len(client.search(["HEADER", "Subject", subject])) == 1
+
+    # A token for another mailbox is refused after the error challenge (as Dovecot sends it).
+    with smtplib.SMTP(e.host, e.smtp_port, local_hostname="localhost", timeout=10) as smtp:
+        smtp.starttls(context=tls_context(local_stack))
+        smtp.ehlo()
+        code, challenge = smtp.docmd("AUTH", "XOAUTH2 " + base64.b64encode(
+            f"user={helpdesk.address}\x01auth=Bearer {_app_token(e, demo.address)}\x01\x01".encode()).decode())
+        assert code == 334 and json.loads(base64.b64decode(challenge))["status"] == "401"
+        assert smtp.docmd("") == (535, b"5.7.8 Authentication credentials invalid")
