@@ -44,6 +44,7 @@ from services.fetcher.account import Account, AccountProtocol
 from services.fetcher.account_store import AccountStore
 from services.fetcher.core import chunked, chunks_by_size, mail_record
 from services.fetcher.cursor_store import CursorStore
+from services.fetcher.graph_mailbox import BearerTokens, GraphMailbox, no_token_layer
 from services.fetcher.imap_mailbox import ImapMailbox
 from services.fetcher.mail_source import MailServerError, MailSource, StepFailed
 from services.fetcher.mailbox_ownership import MailboxOwnership
@@ -100,7 +101,8 @@ class Fetcher:
     """Polls accounts into ``mail.raw``.
 
     ``producer`` replaces the Kafka producer (tests inject one whose acks fail);
-    ``source_address`` binds the local end of every mail-server connection.
+    ``source_address`` binds the local end of every mail-server connection;
+    ``bearer_tokens`` gives a Graph account its access tokens (the OAuth2 token layer).
     """
 
     def __init__(
@@ -112,8 +114,10 @@ class Fetcher:
         source_address: str | None = None,
         refresh_accounts: Callable[[], list[Account]] | None = None,
         ownership: MailboxOwnership | None = None,
+        bearer_tokens: Callable[[Account], BearerTokens] | None = None,
     ) -> None:
         self._settings = settings
+        self._bearer_tokens = bearer_tokens or no_token_layer
         self._ownership = ownership
         self._enabled = {a.id: a for a in accounts if a.enabled}
         self._accounts = self._owned(self._enabled)
@@ -259,6 +263,12 @@ class Fetcher:
             from services.fetcher.ews_mailbox import EwsMailbox
 
             return EwsMailbox(account, EwsItemStore(self._engine), timeout).open()
+        if account.protocol is AccountProtocol.GRAPH:
+            from services.fetcher.graph_delta_store import GraphDeltaStore
+
+            tokens = self._bearer_tokens(account)
+            graph = GraphMailbox(account, tokens, GraphDeltaStore(self._engine), timeout, source_address=self._source_address)
+            return graph.open()
         raise StepFailed("protocol", None, f"{account.protocol.value} fetching is not available in this version")
 
     def _send(self, account: Account, cycle: int, chunk: list[str], mails: Mapping[str, bytes]) -> _Sent:
