@@ -7,7 +7,10 @@ account's method), ``select`` (IMAP: examine the folder read-only, and check the
 ``move:`` target exists; POP3: STAT). EWS: ``connect``, ``tls``, ``authentication``
 (the server's ``WWW-Authenticate`` offer to a request without credentials, the scheme
 chosen from it under ``prevent_ntlm``, then one authenticated request), ``folder``
-(GetFolder: the item count). The first failure ends the check.
+(GetFolder: the item count). Graph: ``token`` (an access token from the OAuth2 token
+layer), ``connect``, ``tls``, ``authentication`` (one request on the mailbox with the
+token), ``folder`` (the folder and a ``move:`` target resolved, the item count). The
+first failure ends the check.
 
 :func:`check_account` is what the CLI, the stored-accounts code and the admin API call;
 :class:`CheckReport` is what they get, and it never contains the password.
@@ -17,13 +20,14 @@ from __future__ import annotations
 
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict
 
 from services.fetcher.account import Account, AccountProtocol, Security
+from services.fetcher.graph_mailbox import BearerTokens, GraphMailbox, InMemoryDeltaState, no_token_layer
 from services.fetcher.imap_mailbox import ImapSession
 from services.fetcher.mail_connection import describe_tcp, describe_tls, open_tcp, tls_context, wrap_tls
 from services.fetcher.mail_source import StepFailed
@@ -79,6 +83,8 @@ class CheckReport(BaseModel):
 
 
 def _authentication_method(account: Account) -> str:
+    if account.protocol is AccountProtocol.GRAPH:
+        return f"OAuth2 bearer token ({account.authentication.value})"
     if account.protocol is AccountProtocol.EWS:
         return "Kerberos (Negotiate) only" if account.prevent_ntlm else "Kerberos (Negotiate), else NTLM, else Basic"
     if account.protocol is AccountProtocol.POP3:
@@ -86,8 +92,17 @@ def _authentication_method(account: Account) -> str:
     return "AUTHENTICATE PLAIN (SASL, UTF-8)" if account.prevent_plaintext_login else "LOGIN"
 
 
-def check_account(account: Account, *, timeout: float = 30.0, source_address: str | None = None) -> CheckReport:
-    """Run the connection check of ``account``; never raises for a mail-server problem."""
+def check_account(
+    account: Account,
+    *,
+    timeout: float = 30.0,
+    source_address: str | None = None,
+    bearer_tokens: Callable[[Account], BearerTokens] | None = None,
+) -> CheckReport:
+    """Run the connection check of ``account``; never raises for a mail-server problem.
+
+    ``bearer_tokens`` gives a Graph account its access tokens (the OAuth2 token layer).
+    """
     steps: list[CheckStep] = []
     messages: int | None = None
 
@@ -110,6 +125,8 @@ def check_account(account: Account, *, timeout: float = 30.0, source_address: st
 
     if account.protocol is AccountProtocol.EWS:
         return _check_ews(account, timeout, source_address)
+    if account.protocol is AccountProtocol.GRAPH:
+        return _check_graph(account, timeout, source_address, bearer_tokens or no_token_layer)
     if account.protocol is AccountProtocol.IMAP:
         session: ImapSession | Pop3Session = ImapSession(account, timeout, source_address=source_address)
     else:
@@ -223,7 +240,60 @@ def _check_ews(account: Account, timeout: float, source_address: str | None) -> 
     return _report(account, steps, messages)
 
 
-def _report(account: Account, steps: list[CheckStep], messages: int | None) -> CheckReport:
+def _check_graph(
+    account: Account, timeout: float, source_address: str | None, bearer_tokens: Callable[[Account], BearerTokens]
+) -> CheckReport:
+    """Graph: token, connect (TCP), tls (certificate verified), authentication (one request
+    on the mailbox with the token), folder (resolved, with its item count)."""
+    steps: list[CheckStep] = []
+    messages: int | None = None
+    sock: socket.socket | None = None
+    mailbox: GraphMailbox | None = None
+    issued: list[str] = []
+
+    def token() -> str:
+        nonlocal mailbox
+        tokens = bearer_tokens(account)
+        issued.append(tokens.token())
+        mailbox = GraphMailbox(account, tokens, InMemoryDeltaState(), timeout, source_address=source_address)
+        issuer = account.oauth2.issuer if account.oauth2 else "the token layer"
+        return f"an access token from {issuer} ({account.authentication.value})"
+
+    def connect() -> str:
+        nonlocal sock
+        sock = open_tcp(account.host, account.port, timeout, source_address)
+        return describe_tcp(sock)
+
+    def tls() -> str:
+        nonlocal sock
+        sock = wrap_tls(sock, tls_context(account), account.host, timeout)
+        return describe_tls(sock, account)
+
+    def authentication() -> str:
+        assert mailbox is not None
+        return mailbox.verify_mailbox()
+
+    def folder() -> str:
+        nonlocal messages
+        assert mailbox is not None
+        messages = mailbox.select_folder()
+        target = account.after_fetch.removeprefix("move:") if account.after_fetch.startswith("move:") else None
+        return f"{account.folder}: {messages} messages (totalItemCount)" + (f"; move target {target!r} exists" if target else "")
+
+    try:
+        for name, action in (("token", token), ("connect", connect), ("tls", tls), ("authentication", authentication),
+                             ("folder", folder)):
+            if not _timed(steps, name, action):
+                break
+    finally:
+        if sock is not None:
+            sock.close()
+        if mailbox is not None:
+            mailbox.close()
+    return _report(account, steps, messages, secrets=issued)
+
+
+def _report(account: Account, steps: list[CheckStep], messages: int | None, secrets: Sequence[str] = ()) -> CheckReport:
     report = CheckReport(
         account_id=account.id,
         protocol=account.protocol.value,
@@ -237,25 +307,29 @@ def _report(account: Account, steps: list[CheckStep], messages: int | None) -> C
         steps=steps,
         messages=messages,
     )
-    return _without_password(report, account.secret_password())
+    oauth2 = account.oauth2
+    known = [account.password, *((oauth2.client_secret, oauth2.refresh_token) if oauth2 else ())]
+    return _without_password(report, [s.get_secret_value() for s in known if s is not None] + list(secrets))
 
 
-def _without_password(report: CheckReport, password: str) -> CheckReport:
-    """The report with the password masked in every text a server or library wrote.
+def _without_password(report: CheckReport, passwords: Sequence[str]) -> CheckReport:
+    """The report with the password (and any OAuth2 secret or token) masked in every text a server or library wrote.
 
     No step puts it there; this is the guarantee against a server that echoes it in an
     error. The account's own settings (id, host, user name) are left alone: they are not
     secret, and a short password could otherwise mask them into nonsense.
     """
-    if not password or not any(password in (s.detail + (s.server_reply or "")) for s in report.steps):
+    found = [p for p in passwords if p and any(p in (s.detail + (s.server_reply or "")) for s in report.steps)]
+    if not found:
         return report
+
+    def masked(text: str) -> str:
+        for password in found:
+            text = text.replace(password, REDACTED)
+        return text
+
     steps = [
-        step.model_copy(
-            update={
-                "detail": step.detail.replace(password, REDACTED),
-                "server_reply": step.server_reply.replace(password, REDACTED) if step.server_reply else step.server_reply,
-            }
-        )
+        step.model_copy(update={"detail": masked(step.detail), "server_reply": masked(step.server_reply) if step.server_reply else step.server_reply})
         for step in report.steps
     ]
     return report.model_copy(update={"steps": steps})

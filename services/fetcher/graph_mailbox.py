@@ -130,9 +130,8 @@ def message_id_of(source: str) -> str:
 
 @dataclass(frozen=True)
 class DeltaPage:
-    live: list[tuple[str, str]]
-    """(message id, receivedDateTime) of messages present in the folder."""
-    removed: list[str]
+    entries: list[tuple[str, str | None]]
+    """(message id, receivedDateTime) in the server's order; None for an ``@removed`` entry."""
     next_link: str | None
     delta_link: str | None
 
@@ -141,18 +140,15 @@ def parse_delta_page(document: object) -> DeltaPage:
     """One page of a delta response; ValueError names what is missing."""
     if not isinstance(document, dict) or not isinstance(document.get("value"), list):
         raise ValueError("no 'value' array")
-    live, removed = [], []
+    entries: list[tuple[str, str | None]] = []
     for entry in document["value"]:
         if not isinstance(entry, dict) or not isinstance(entry.get("id"), str):
             raise ValueError(f"an entry without an id: {str(entry)[:200]}")
-        if "@removed" in entry:
-            removed.append(entry["id"])
-        else:
-            live.append((entry["id"], str(entry.get("receivedDateTime") or "")))
+        entries.append((entry["id"], None if "@removed" in entry else str(entry.get("receivedDateTime") or "")))
     next_link, delta_link = document.get("@odata.nextLink"), document.get("@odata.deltaLink")
     if not (next_link or delta_link):
         raise ValueError("neither @odata.nextLink nor @odata.deltaLink")
-    return DeltaPage(live, removed, next_link, delta_link)
+    return DeltaPage(entries, next_link, delta_link)
 
 
 @dataclass
@@ -167,12 +163,13 @@ class DeltaRound:
     delta_link: str | None = None
 
     def add(self, page: DeltaPage) -> None:
-        for message_id, received in page.live:
-            self.removed.discard(message_id)
-            self.listed.setdefault(message_id, received)
-        for message_id in page.removed:
-            self.listed.pop(message_id, None)
-            self.removed.add(message_id)
+        for message_id, received in page.entries:
+            if received is None:
+                self.listed.pop(message_id, None)
+                self.removed.add(message_id)
+            else:
+                self.removed.discard(message_id)
+                self.listed.setdefault(message_id, received)
 
 
 def plan_round(delta: DeltaRound, produced: set[str]) -> tuple[list[str], set[str]]:
@@ -246,6 +243,28 @@ class DeltaState(Protocol):
     def record(self, account_id: str, folder: str, message_ids: Sequence[str], delta_link: StoredDeltaLink | None) -> None:
         """Record the marks and, when given, the deltaLink, in one transaction."""
         ...
+
+
+class InMemoryDeltaState:
+    """State that lasts as long as the process: for tests and one-off checks, never for the service."""
+
+    def __init__(self) -> None:
+        self._links: dict[tuple[str, str], StoredDeltaLink] = {}
+        self._produced: dict[tuple[str, str], set[str]] = {}
+
+    def delta_link(self, account_id: str, folder: str) -> StoredDeltaLink | None:
+        return self._links.get((account_id, folder))
+
+    def produced(self, account_id: str, folder: str) -> set[str]:
+        return set(self._produced.get((account_id, folder), ()))
+
+    def forget(self, account_id: str, folder: str, message_ids: set[str]) -> None:
+        self._produced.get((account_id, folder), set()).difference_update(message_ids)
+
+    def record(self, account_id: str, folder: str, message_ids: Sequence[str], delta_link: StoredDeltaLink | None) -> None:
+        self._produced.setdefault((account_id, folder), set()).update(message_ids)
+        if delta_link is not None:
+            self._links[(account_id, folder)] = delta_link
 
 
 # --- HTTP ---------------------------------------------------------------------------------
