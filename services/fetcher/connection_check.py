@@ -48,7 +48,7 @@ class CheckStep(BaseModel):
     model_config = ConfigDict(frozen=True, use_attribute_docstrings=True)
 
     name: str
-    """connect, tls, capabilities, authentication, select (IMAP, POP3) or folder (EWS)."""
+    """token (Graph), connect, tls, capabilities, authentication, select (IMAP, POP3) or folder (EWS, Graph)."""
     outcome: StepOutcome
     milliseconds: float
     """How long the step took."""
