@@ -51,12 +51,16 @@ from urllib.parse import quote, urlsplit
 
 import httpx
 import structlog
+from prometheus_client import Counter
 
 from services.fetcher.account import Account
 from services.fetcher.mail_connection import tls_context
 from services.fetcher.mail_source import MailServerError, StepFailed
 
 log = structlog.get_logger(__name__)
+
+THROTTLED = Counter("mailintake_fetcher_graph_throttled_total", "Graph requests answered 429 or 503 and retried", ["account_id"])
+RESYNCS = Counter("mailintake_fetcher_graph_resyncs_total", "Graph delta rounds restarted because the server rejected the stored deltaLink", ["account_id"])
 
 API_VERSION = "v1.0"
 SOURCE_PREFIX = "graph:"
@@ -292,6 +296,7 @@ class GraphSession:
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.origin = graph_origin(account)
+        self._account_id = account.id
         self.throttled = 0
         """Requests answered 429 or 503 and retried, over the session."""
         self._tokens = tokens
@@ -335,6 +340,7 @@ class GraphSession:
                     raise MailServerError(step, server_reply(response), f"throttled: the server asks to wait {wait:g} s, longer"
                                           f" than the {self._max_retry_after:g} s a poll waits; the next poll tries again")
                 self.throttled += 1
+                THROTTLED.labels(self._account_id).inc()
                 log.warning("graph.throttled", status=response.status_code, retry_after=wait, attempt=throttled)
                 self._sleep(wait)
                 continue
@@ -494,6 +500,7 @@ class GraphMailbox:
             return self._read_round(stored.delta_link, full=False)
         except _SyncReset as reset:
             self.resyncs += 1
+            RESYNCS.labels(self.account.id).inc()
             log.warning("graph.delta_resync", reason=reset.reply)
             return self._read_round(self._initial_delta_url(), full=True)
 

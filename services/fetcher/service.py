@@ -2,11 +2,13 @@
 
 Per chunk of mails the order is fixed, and it is the no-loss argument:
 
-1. fetch the bytes (IMAP BODY.PEEK, POP3 RETR: nothing changes on the server);
+1. fetch the bytes (IMAP BODY.PEEK, POP3 RETR, EWS GetItem, Graph ``$value``: nothing
+   changes on the server);
 2. store oversized mails in the claim-check store;
 3. produce to ``mail.raw`` (acks=all, idempotent producer) and wait for every ack;
 4. apply the after-fetch action (flag, move, delete) to exactly the acknowledged mails;
-5. advance the durable mark (IMAP UIDVALIDITY + UID, POP3 UIDLs).
+5. advance the durable mark (IMAP UIDVALIDITY + UID, POP3 UIDLs, EWS item ids, Graph
+   message ids and, after a delta round's last chunk, its deltaLink).
 
 A crash before 3 completes loses nothing (nothing was acted on); a crash between 3 and 5
 re-produces mails, which downstream deduplicates by account and source id. When a poll

@@ -9,6 +9,7 @@ import json
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+from prometheus_client import REGISTRY
 from sqlalchemy import select
 
 from mailintake.database import engine_for
@@ -182,6 +183,7 @@ def test_throttling_is_waited_out_as_retry_after_says(stack, unique, graph_stub,
     assert [answered[n].status for n in throttled] == [429, 429, 503]
     for n in throttled[:2]:
         assert answered[n + 1].at - answered[n].at >= 0.95, "Retry-After: 1 was not waited out"
+    assert REGISTRY.get_sample_value("mailintake_fetcher_graph_throttled_total", {"account_id": account.id}) == 3
 
 
 def test_throttling_beyond_the_limit_fails_the_poll_with_the_servers_reply(
@@ -267,6 +269,7 @@ def test_an_expired_delta_token_resyncs_the_folder_without_duplicates(
     assert fetcher.poll(account) == 2
     statuses = [(r.status, "$deltatoken" in r.path) for r in graph_stub.requests[asked_before:] if "/delta" in r.path]
     assert statuses[:2] == [(410, True), (200, False)], "the rejected link, then the initial query"
+    assert REGISTRY.get_sample_value("mailintake_fetcher_graph_resyncs_total", {"account_id": account.id}) == 1
     records = mail_raw.records(account.id)
     assert [r.raw for r in records] == first + later
     assert stored_marks(stack, account.id) == set(later_ids if after_fetch == "delete" else first_ids + later_ids)

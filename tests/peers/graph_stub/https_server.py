@@ -94,6 +94,7 @@ class _Round:
     entries: list[dict]
     end_sequence: int
     generation: int
+    select: list[str] | None
 
 
 @dataclass
@@ -420,12 +421,15 @@ class GraphStub:
                     state = _unb64(query["$deltatoken"][0])
                     if state.get("g") != generation:
                         raise expired
+                    # The token carries the first request's options, as Graph's state tokens do.
+                    select = set(state["sel"]) if state.get("sel") is not None else None
                     if state.get("f") != folder.id:
                         raise GraphError(400, "invalidRequest", "The delta token belongs to another folder.")
                     entries = self._changes_since(mailbox, folder, int(state["s"]), select)
                 else:
                     entries = [self._message_json(m, select) for m in mailbox.in_folder(folder.id)]
-                round_ = _Round(mailbox.address, folder.id, entries, mailbox.sequence, generation)
+                round_ = _Round(mailbox.address, folder.id, entries, mailbox.sequence, generation,
+                                sorted(select) if select is not None else None)
             round_id = uuid.uuid4().hex
             with self._record_lock:
                 self._rounds[round_id] = round_
@@ -436,7 +440,7 @@ class GraphStub:
             skip = _b64({"r": state["r"], "o": offset + page_size})
             document["@odata.nextLink"] = f"{link_base}?$skiptoken={skip}"
         else:
-            token = _b64({"f": folder.id, "s": round_.end_sequence, "g": generation})
+            token = _b64({"f": folder.id, "s": round_.end_sequence, "g": generation, "sel": round_.select})
             document["@odata.deltaLink"] = f"{link_base}?$deltatoken={token}"
         return 200, json.dumps(document).encode(), "application/json", applied
 
