@@ -40,10 +40,12 @@ this module never talks to an identity provider.
 
 from __future__ import annotations
 
+import contextvars
 import email.utils
 import ssl
 import time
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
@@ -65,6 +67,8 @@ RESYNCS = Counter("mailintake_fetcher_graph_resyncs_total", "Graph delta rounds 
 API_VERSION = "v1.0"
 SOURCE_PREFIX = "graph:"
 DEFAULT_PAGE_SIZE = 100
+#: Requests in flight at once per mailbox: Exchange Online's limit per application and mailbox.
+MAILBOX_CONCURRENCY = 4
 #: Retries of one request answered 429 or 503 before the poll gives up.
 THROTTLE_RETRIES = 5
 #: The longest Retry-After a poll waits out; a longer one ends the poll (the next one retries).
@@ -399,12 +403,15 @@ class GraphMailbox:
         timeout: float,
         *,
         page_size: int = DEFAULT_PAGE_SIZE,
+        concurrency: int = MAILBOX_CONCURRENCY,
         throttle_retries: int = THROTTLE_RETRIES,
         max_retry_after: float = MAX_RETRY_AFTER_SECONDS,
         source_address: str | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.account = account
+        self._concurrency = max(1, min(concurrency, MAILBOX_CONCURRENCY))
+        self._pool: ThreadPoolExecutor | None = None
         self.resyncs = 0
         """Delta rounds restarted from scratch because the server rejected the stored deltaLink."""
         self._state = state
@@ -530,19 +537,19 @@ class GraphMailbox:
 
     def fetch(self, source_ids: Sequence[str]) -> Mapping[str, bytes]:
         """MIME bytes by source id; a message that vanished since :meth:`pending` is left out."""
-        mails: dict[str, bytes] = {}
-        for source in source_ids:
+
+        def mime(source: str) -> bytes | None:
             url = self._message_url(source, "/$value")
             response = self._session.request("fetch", "GET", url, headers={"Accept": "*/*"})
-            if response.status_code == 404:
-                continue
-            mails[source] = expect("fetch", response, 200).content
-        return mails
+            return None if response.status_code == 404 else expect("fetch", response, 200).content
+
+        return {source: raw for source, raw in zip(source_ids, self._each(mime, source_ids), strict=True) if raw is not None}
 
     def after_fetch(self, source_ids: Sequence[str]) -> None:
         """Mark read, move or delete the messages Kafka acknowledged; one already gone counts as done."""
         action = self.account.after_fetch
-        for source in source_ids:
+
+        def act(source: str) -> None:
             if action == "mark_seen":
                 response = self._session.request("after_fetch", "PATCH", self._message_url(source), json={"isRead": True})
                 ok = 200
@@ -556,6 +563,23 @@ class GraphMailbox:
             if response.status_code != 404:
                 expect("after_fetch", response, ok)
 
+        self._each(act, source_ids)
+
+    def _each(self, call: Callable[[str], object], sources: Sequence[str]) -> list:
+        """``call`` on every source, up to the mailbox's concurrency at once; results in order, the first failure raised."""
+        if self._concurrency == 1 or len(sources) < 2:
+            return [call(source) for source in sources]
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=self._concurrency, thread_name_prefix="graph")
+        # A context per request: the poll's log context (account, cycle) goes along, and one
+        # context cannot be entered by two threads at once.
+        futures = [self._pool.submit(contextvars.copy_context().run, call, source) for source in sources]
+        try:
+            return [future.result() for future in futures]
+        finally:
+            for future in futures:
+                future.cancel()
+
     def _message_url(self, source: str, suffix: str = "") -> str:
         return self._session.url(f"{self._user}/messages/{quote(message_id_of(source), safe='')}{suffix}")
 
@@ -567,4 +591,6 @@ class GraphMailbox:
         self._state.record(self.account.id, self.account.folder, message_ids, link)
 
     def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
         self._session.close()

@@ -269,7 +269,10 @@ class Fetcher:
             from services.fetcher.graph_delta_store import GraphDeltaStore
 
             tokens = self._bearer_tokens(account)
-            graph = GraphMailbox(account, tokens, GraphDeltaStore(self._engine), timeout, source_address=self._source_address)
+            graph = GraphMailbox(
+                account, tokens, GraphDeltaStore(self._engine), timeout, source_address=self._source_address,
+                concurrency=self._settings.graph_requests_per_mailbox,
+            )
             return graph.open()
         raise StepFailed("protocol", None, f"{account.protocol.value} fetching is not available in this version")
 

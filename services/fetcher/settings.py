@@ -33,6 +33,9 @@ class FetcherSettings(ServiceSettings):
     fetch_chunk: int = Field(default=100, ge=1, le=5000)
     """Mails fetched and produced per round trip where the server does not tell their sizes beforehand (POP3, EWS, Graph); the mark moves after each chunk."""
 
+    graph_requests_per_mailbox: int = Field(default=4, ge=1, le=4)
+    """Graph requests in flight at once per mailbox while fetching and acting on a chunk; Exchange Online allows four per application and mailbox."""
+
     timeout_seconds: float = Field(default=30.0, gt=0, le=600)
     """Timeout of every mail-server operation (connect, TLS, each read and write) and of every wait for Kafka."""
 

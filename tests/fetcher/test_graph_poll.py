@@ -118,7 +118,7 @@ def test_after_fetch_actions(stack, unique, graph_stub, app_tokens, fetcher_for,
     assert fetcher.poll(account) == 4
     assert box.in_folder(box.inbox.id) == []
     if after_fetch == "delete":
-        assert [m.mime for m in box.recoverable_items] == sent
+        assert sorted(m.mime for m in box.recoverable_items) == sorted(sent)
     else:
         target = {"move:Processed": processed, "move:Inbox/Done": done, "move:archive": box.well_known("archive")}[after_fetch]
         assert sorted(m.mime for m in box.in_folder(target.id)) == sorted(sent)
@@ -176,7 +176,9 @@ def test_throttling_is_waited_out_as_retry_after_says(stack, unique, graph_stub,
     graph_stub.throttle(2, retry_after="1", after=2)
     graph_stub.throttle(1, retry_after=None, status=503)
 
-    assert fetcher_for(account, bearer_tokens=lambda _: app_tokens).poll(account) == 3
+    # One request at a time, so the request after a 429 is its retry.
+    fetcher = fetcher_for(account, bearer_tokens=lambda _: app_tokens, graph_requests_per_mailbox=1)
+    assert fetcher.poll(account) == 3
     assert [r.raw for r in mail_raw.records(account.id)] == sent
     answered = graph_stub.requests
     throttled = [n for n, r in enumerate(answered) if r.status in (429, 503)]
@@ -191,7 +193,8 @@ def test_throttling_beyond_the_limit_fails_the_poll_with_the_servers_reply(
 ):
     deliver(graph_stub, unique, 2)
     account = graph_account(stack, graph_stub, f"graph-{unique}", DESK)
-    fetcher = fetcher_for(account, bearer_tokens=lambda _: app_tokens)
+    # One request at a time, so the six 429s land on one request.
+    fetcher = fetcher_for(account, bearer_tokens=lambda _: app_tokens, graph_requests_per_mailbox=1)
 
     graph_stub.throttle(1, retry_after="600")
     with pytest.raises(StepFailed) as too_long:
@@ -280,7 +283,7 @@ def test_a_poll_that_fails_mid_round_keeps_the_old_delta_link_and_the_next_produ
 ):
     sent, ids = deliver(graph_stub, unique, 30)
     account = graph_account(stack, graph_stub, f"graph-{unique}", DESK)
-    fetcher = fetcher_for(account, bearer_tokens=lambda _: app_tokens, fetch_chunk=10)
+    fetcher = fetcher_for(account, bearer_tokens=lambda _: app_tokens, fetch_chunk=10, graph_requests_per_mailbox=1)
     # Past the folder, the one delta page, both chunks' fetches and five marks: the sixth mark is throttled for good.
     graph_stub.throttle(6, retry_after="0", after=2 + 10 + 10 + 5)
     with pytest.raises(StepFailed) as failure:
@@ -297,6 +300,15 @@ def test_a_poll_that_fails_mid_round_keeps_the_old_delta_link_and_the_next_produ
     assert all(m.is_read for m in graph_stub.tenant.mailbox(DESK).messages.values())
     assert stored_delta_link(stack, account.id) is not None
     assert fetcher.poll(account) == 0
+
+
+def test_up_to_four_requests_per_mailbox_are_in_flight_at_once(stack, unique, graph_stub, app_tokens, fetcher_for, mail_raw):
+    sent, _ = deliver(graph_stub, unique, 40)
+    account = graph_account(stack, graph_stub, f"graph-{unique}", DESK)
+    graph_stub.latency = 0.02
+    assert fetcher_for(account, bearer_tokens=lambda _: app_tokens).poll(account) == 40
+    assert graph_stub.max_in_flight == 4
+    assert [r.raw for r in mail_raw.records(account.id)] == sent, "still in order"
 
 
 def test_an_unknown_mailbox_fails_with_the_servers_exact_error(stack, unique, graph_stub, app_tokens):

@@ -128,6 +128,9 @@ _DISPLAY_NAME = re.compile(r"^displayName eq '((?:[^']|'')*)'$")
 class _Handler(BaseHTTPRequestHandler):
     server: _StubHttpServer
     protocol_version = "HTTP/1.1"
+    # Headers and body go out in two writes; with Nagle's algorithm the body would wait
+    # for the client's delayed ACK (40 ms on Linux) on every keep-alive request.
+    disable_nagle_algorithm = True
 
     def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - the base class's name
         pass  # tests assert on stub.requests and stub.actions, not on stderr
@@ -149,6 +152,7 @@ class _Handler(BaseHTTPRequestHandler):
         body = self.rfile.read(int(self.headers.get("Content-Length", "0") or 0))
         parts = urlsplit(self.path)
         principal = None
+        stub.arrived()
         try:
             grant = self._authenticate()
             principal = grant.principal
@@ -161,6 +165,8 @@ class _Handler(BaseHTTPRequestHandler):
         except GraphError as exc:
             status, content_type, headers = exc.status, "application/json", exc.headers
             payload = json.dumps(error_body(exc.code, exc.message)).encode()
+        finally:
+            stub.left()
         stub.record(RequestRecord(time.time(), method, self.path, status, principal))
         self.send_response(status)
         if payload or status != 204:
@@ -205,13 +211,18 @@ class GraphStub:
     key_file: Path
     tokens: TokenValidator = field(default_factory=RegisteredTokens)
     before_action: Callable[[Action], None] | None = None
+    latency: float = 0.0
+    """Seconds every request waits before it is answered: a round trip to a remote service."""
     actions: list[Action] = field(default_factory=list)
     requests: list[RequestRecord] = field(default_factory=list)
+    max_in_flight: int = 0
+    """The most requests that were being answered at one time."""
 
     def __post_init__(self) -> None:
         self._rounds: dict[str, _Round] = {}
         self._throttles: deque[_Throttle | None] = deque()
         self._record_lock = threading.Lock()
+        self._in_flight = 0
         self._server = _StubHttpServer(self)
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.load_cert_chain(self.cert_file, self.key_file)
@@ -256,6 +267,17 @@ class GraphStub:
     def record(self, request: RequestRecord) -> None:
         with self._record_lock:
             self.requests.append(request)
+
+    def arrived(self) -> None:
+        with self._record_lock:
+            self._in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self._in_flight)
+        if self.latency:
+            time.sleep(self.latency)
+
+    def left(self) -> None:
+        with self._record_lock:
+            self._in_flight -= 1
 
     # --- the Graph requests ----------------------------------------------------------------
     def answer(self, method: str, path: str, query: dict[str, list[str]], body: bytes, grant: Grant, headers,
