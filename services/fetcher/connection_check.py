@@ -1,7 +1,8 @@
 """The connection check of one account: each step timed, and on failure the mail
 server's reply exactly as it sent it.
 
-Steps, in order: ``connect`` (TCP), ``tls`` (implicit TLS or STARTTLS/STLS, the
+Steps, in order: ``token`` (OAuth2 accounts only: an access token from the identity
+provider, or its exact refusal), ``connect`` (TCP), ``tls`` (implicit TLS or STARTTLS/STLS, the
 certificate verified), ``capabilities`` (the server's line), ``authentication`` (the
 account's method), ``select`` (IMAP: examine the folder read-only, and check the
 ``move:`` target exists; POP3: STAT). EWS: ``connect``, ``tls``, ``authentication``
@@ -20,17 +21,18 @@ from __future__ import annotations
 
 import socket
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from datetime import UTC, datetime
 from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict
 
-from services.fetcher.account import Account, AccountProtocol, Security
-from services.fetcher.graph_mailbox import BearerTokens, GraphMailbox, InMemoryDeltaState, no_token_layer
+from services.fetcher.account import OAUTH2_METHODS, Account, AccountProtocol, Security
+from services.fetcher.graph_mailbox import AccountTokens, BearerTokens, GraphMailbox, InMemoryDeltaState
 from services.fetcher.imap_mailbox import ImapSession
 from services.fetcher.mail_connection import describe_tcp, describe_tls, open_tcp, tls_context, wrap_tls
 from services.fetcher.mail_source import StepFailed
+from services.fetcher.oauth_tokens import TokenBroker
 from services.fetcher.pop3_mailbox import Pop3Session
 
 REDACTED = "********"
@@ -48,14 +50,15 @@ class CheckStep(BaseModel):
     model_config = ConfigDict(frozen=True, use_attribute_docstrings=True)
 
     name: str
-    """token (Graph), connect, tls, capabilities, authentication, select (IMAP, POP3) or folder (EWS, Graph)."""
+    """token (OAuth2), connect, tls, capabilities, authentication, select (IMAP, POP3) or folder (EWS, Graph)."""
     outcome: StepOutcome
     milliseconds: float
     """How long the step took."""
     detail: str
     """What the step saw, or why it failed, in our words."""
     server_reply: str | None = None
-    """The server's text exactly as sent: its capability line, or its refusal."""
+    """The server's text exactly as sent: its capability line, or its refusal (for ``token``, the
+    identity provider's ``error: error_description``)."""
 
 
 class CheckReport(BaseModel):
@@ -84,7 +87,9 @@ class CheckReport(BaseModel):
 
 def _authentication_method(account: Account) -> str:
     if account.protocol is AccountProtocol.GRAPH:
-        return f"OAuth2 bearer token ({account.authentication.value})"
+        return f"{account.authentication.value}: OAuth2 bearer token on every Graph request"
+    if account.authentication in OAUTH2_METHODS:
+        return f"{account.authentication.value}: OAuth2 bearer token over SASL XOAUTH2 or OAUTHBEARER"
     if account.protocol is AccountProtocol.EWS:
         return "Kerberos (Negotiate) only" if account.prevent_ntlm else "Kerberos (Negotiate), else NTLM, else Basic"
     if account.protocol is AccountProtocol.POP3:
@@ -97,14 +102,18 @@ def check_account(
     *,
     timeout: float = 30.0,
     source_address: str | None = None,
+    tokens: TokenBroker | None = None,
     bearer_tokens: Callable[[Account], BearerTokens] | None = None,
 ) -> CheckReport:
     """Run the connection check of ``account``; never raises for a mail-server problem.
 
-    ``bearer_tokens`` gives a Graph account its access tokens (the OAuth2 token layer).
+    OAuth2 accounts get their token from ``tokens`` (a broker of their own when None, so
+    the check always asks the identity provider afresh); ``bearer_tokens`` replaces it
+    for Graph accounts (tests hand in tokens a stub issued).
     """
     steps: list[CheckStep] = []
     messages: int | None = None
+    access_token: str | None = None
 
     def run(name: str, action: Callable[[], str], skipped: bool = False) -> bool:
         started = time.perf_counter()
@@ -126,11 +135,24 @@ def check_account(
     if account.protocol is AccountProtocol.EWS:
         return _check_ews(account, timeout, source_address)
     if account.protocol is AccountProtocol.GRAPH:
-        return _check_graph(account, timeout, source_address, bearer_tokens or no_token_layer)
+        source = tokens or TokenBroker(timeout=timeout)
+        return _check_graph(account, timeout, source_address, bearer_tokens or (lambda a: AccountTokens(source, a)))
+    if account.protocol not in (AccountProtocol.IMAP, AccountProtocol.POP3):
+        raise ValueError(f"the connection check of {account.protocol.value} accounts is not in this module")
+    oauth2 = account.authentication in OAUTH2_METHODS
+    broker = tokens or TokenBroker(timeout=timeout)
+
+    def token() -> str:
+        nonlocal access_token
+        access_token = broker.access_token(account)
+        assert account.oauth2 is not None
+        return f"access token from {account.oauth2.issuer} for client {account.oauth2.client_id} ({account.authentication.value})"
+
+    options = {"source_address": source_address, "access_token": (lambda: access_token or "") if oauth2 else None}
     if account.protocol is AccountProtocol.IMAP:
-        session: ImapSession | Pop3Session = ImapSession(account, timeout, source_address=source_address)
+        session: ImapSession | Pop3Session = ImapSession(account, timeout, **options)
     else:
-        session = Pop3Session(account, timeout, source_address=source_address)
+        session = Pop3Session(account, timeout, **options)
 
     def select() -> str:
         nonlocal messages
@@ -145,6 +167,7 @@ def check_account(
         return f"maildrop: {messages} messages, {octets} octets"
 
     plan: list[tuple[str, Callable[[], str], bool]] = [
+        *([("token", token, False)] if oauth2 else []),
         ("connect", session.connect, False),
         ("tls", session.start_tls, account.security is Security.NONE),
         ("capabilities", session.capabilities, False),
@@ -157,7 +180,7 @@ def check_account(
                 break
     finally:
         session.close()
-    return _report(account, steps, messages)
+    return _report(account, steps, messages, extra_secrets=(access_token,))
 
 
 def _timed(steps: list[CheckStep], name: str, action: Callable[[], str]) -> bool:
@@ -290,10 +313,12 @@ def _check_graph(
             sock.close()
         if mailbox is not None:
             mailbox.close()
-    return _report(account, steps, messages, secrets=issued)
+    return _report(account, steps, messages, extra_secrets=tuple(issued))
 
 
-def _report(account: Account, steps: list[CheckStep], messages: int | None, secrets: Sequence[str] = ()) -> CheckReport:
+def _report(
+    account: Account, steps: list[CheckStep], messages: int | None, extra_secrets: tuple[str | None, ...] = ()
+) -> CheckReport:
     report = CheckReport(
         account_id=account.id,
         protocol=account.protocol.value,
@@ -307,29 +332,31 @@ def _report(account: Account, steps: list[CheckStep], messages: int | None, secr
         steps=steps,
         messages=messages,
     )
-    oauth2 = account.oauth2
-    known = [account.password, *((oauth2.client_secret, oauth2.refresh_token) if oauth2 else ())]
-    return _without_password(report, [s.get_secret_value() for s in known if s is not None] + list(secrets))
+    secrets = [account.password, *(
+        (account.oauth2.client_secret, account.oauth2.refresh_token) if account.oauth2 is not None else ()
+    )]
+    for secret in [*(s.get_secret_value() for s in secrets if s is not None), *extra_secrets]:
+        if secret:
+            report = _without_password(report, secret)
+    return report
 
 
-def _without_password(report: CheckReport, passwords: Sequence[str]) -> CheckReport:
-    """The report with the password (and any OAuth2 secret or token) masked in every text a server or library wrote.
+def _without_password(report: CheckReport, password: str) -> CheckReport:
+    """The report with the password masked in every text a server or library wrote.
 
     No step puts it there; this is the guarantee against a server that echoes it in an
     error. The account's own settings (id, host, user name) are left alone: they are not
     secret, and a short password could otherwise mask them into nonsense.
     """
-    found = [p for p in passwords if p and any(p in (s.detail + (s.server_reply or "")) for s in report.steps)]
-    if not found:
+    if not password or not any(password in (s.detail + (s.server_reply or "")) for s in report.steps):
         return report
-
-    def masked(text: str) -> str:
-        for password in found:
-            text = text.replace(password, REDACTED)
-        return text
-
     steps = [
-        step.model_copy(update={"detail": masked(step.detail), "server_reply": masked(step.server_reply) if step.server_reply else step.server_reply})
+        step.model_copy(
+            update={
+                "detail": step.detail.replace(password, REDACTED),
+                "server_reply": step.server_reply.replace(password, REDACTED) if step.server_reply else step.server_reply,
+            }
+        )
         for step in report.steps
     ]
     return report.model_copy(update={"steps": steps})

@@ -34,8 +34,9 @@ retry; a 429 or 503 is retried after its ``Retry-After``, a bounded number of ti
 link the server sends is only followed on the account's own origin, so the bearer
 token never goes anywhere else.
 
-Tokens come from a :class:`BearerTokens` the caller injects (the OAuth2 token layer);
-this module never talks to an identity provider.
+Tokens come from a :class:`BearerTokens` the caller injects (:class:`AccountTokens` on
+the OAuth2 token layer, ``oauth_tokens.TokenBroker``); this module never talks to an
+identity provider.
 """
 
 from __future__ import annotations
@@ -101,9 +102,27 @@ class BearerTokens(Protocol):
         ...
 
 
-def no_token_layer(account: Account) -> BearerTokens:
-    """The default before the OAuth2 token layer is wired in: every poll fails at ``token``, saying why."""
-    raise StepFailed("token", None, f"no OAuth2 token layer in this build for {account.authentication.value}")
+class TokenSource(Protocol):
+    """The OAuth2 token layer as this module uses it (:class:`~services.fetcher.oauth_tokens.TokenBroker`)."""
+
+    def access_token(self, account: Account) -> str: ...
+
+    def forget(self, account_id: str) -> None: ...
+
+
+class AccountTokens:
+    """:class:`BearerTokens` of one account from the process's shared token layer."""
+
+    def __init__(self, source: TokenSource, account: Account) -> None:
+        self._source, self._account = source, account
+
+    def token(self) -> str:
+        return self._source.access_token(self._account)
+
+    def refresh(self) -> str:
+        # The cached token was refused (expired early, revoked): drop it and ask the provider.
+        self._source.forget(self._account.id)
+        return self._source.access_token(self._account)
 
 
 # --- pure parts ----------------------------------------------------------------------------
