@@ -4,7 +4,7 @@ Microsoft's published Graph API description. It is a test peer, not Microsoft 36
 no product code imports it.
 """
 
-from .access_tokens import RegisteredTokens, TokenRefusal, TokenValidator
+from .access_tokens import IntrospectedTokens, RegisteredTokens, TokenRefusal, TokenValidator
 from .https_server import Action, GraphStub, RequestRecord
 from .mailboxes import Grant, StubMailbox, StubMailFolder, StubMessage, StubTenant, received_sequence
 
@@ -12,6 +12,7 @@ __all__ = [
     "Action",
     "Grant",
     "GraphStub",
+    "IntrospectedTokens",
     "RegisteredTokens",
     "RequestRecord",
     "StubMailFolder",
