@@ -44,6 +44,7 @@ from __future__ import annotations
 import contextvars
 import email.utils
 import ssl
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -324,6 +325,7 @@ class GraphSession:
         """Requests answered 429 or 503 and retried, over the session."""
         self._tokens = tokens
         self._token: str | None = None
+        self._refresh_lock = threading.Lock()
         self._timeout = timeout
         self._throttle_retries = throttle_retries
         self._max_retry_after = max_retry_after
@@ -346,12 +348,17 @@ class GraphSession:
         while True:
             if self._token is None:
                 self._token = self._tokens.token()
-            response = self._send(step, method, url, json, headers)
+            sent_token = self._token
+            response = self._send(step, method, url, json, headers, sent_token)
             if response.status_code == 401:
                 if refreshed:
                     raise MailServerError("authentication", server_reply(response), "the server refused a freshly issued access token")
-                log.info("graph.token_refused", status=401, code=error_code(response))
-                refreshed, self._token = True, self._tokens.refresh()
+                refreshed = True
+                with self._refresh_lock:
+                    # Requests in flight together all see the old token refused: one refresh serves them all.
+                    if self._token == sent_token:
+                        log.info("graph.token_refused", status=401, code=error_code(response))
+                        self._token = self._tokens.refresh()
                 continue
             if response.status_code in (429, 503):
                 throttled += 1
@@ -369,9 +376,10 @@ class GraphSession:
                 continue
             return response
 
-    def _send(self, step: str, method: str, url: str, json: object, headers: Mapping[str, str] | None) -> httpx.Response:
+    def _send(self, step: str, method: str, url: str, json: object, headers: Mapping[str, str] | None,
+              token: str) -> httpx.Response:
         try:
-            return self._http.request(method, url, json=json, headers={"Authorization": f"Bearer {self._token}", **(headers or {})})
+            return self._http.request(method, url, json=json, headers={"Authorization": f"Bearer {token}", **(headers or {})})
         except httpx.TimeoutException:
             raise MailServerError(step, None, f"no answer within {self._timeout:g} s") from None
         except httpx.ConnectError as exc:

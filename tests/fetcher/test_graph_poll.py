@@ -227,6 +227,24 @@ def test_an_expired_token_is_refreshed_once_and_the_request_repeated(
     assert [r.status for r in graph_stub.requests][:2] == [401, 200]
 
 
+def test_a_token_refused_under_four_requests_in_flight_is_refreshed_once(
+    stack, unique, graph_stub, app_tokens, fetcher_for, mail_raw
+):
+    sent, _ = deliver(graph_stub, unique, 40)
+    account = graph_account(stack, graph_stub, f"graph-{unique}", DESK)
+    graph_stub.latency = 0.01
+
+    def expire_once(action) -> None:
+        if len(graph_stub.actions) == 10:
+            graph_stub.tokens.expire(app_tokens.current)
+
+    graph_stub.before_action = expire_once
+    assert fetcher_for(account, bearer_tokens=lambda _: app_tokens).poll(account) == 40
+    assert app_tokens.refreshes == 1
+    assert sum(r.status == 401 for r in graph_stub.requests) >= 1
+    assert [r.raw for r in mail_raw.records(account.id)] == sent
+
+
 def test_a_refreshed_token_that_is_refused_too_fails_loudly_with_the_servers_reply(
     stack, unique, graph_stub, fetcher_for
 ):
