@@ -59,7 +59,7 @@ from prometheus_client import Counter
 
 from services.fetcher.account import Account
 from services.fetcher.mail_connection import tls_context
-from services.fetcher.mail_source import MailServerError, StepFailed
+from services.fetcher.mail_source import MailServerError
 
 log = structlog.get_logger(__name__)
 
@@ -241,6 +241,15 @@ def error_code(response: httpx.Response) -> str | None:
     return error.get("code") if isinstance(error, dict) and isinstance(error.get("code"), str) else None
 
 
+def _origin_of(url: str) -> tuple[str, str, int]:
+    parts = urlsplit(url)
+    try:
+        port = parts.port or 443
+    except ValueError:
+        port = -1
+    return parts.scheme.lower(), (parts.hostname or "").lower(), port
+
+
 def _ssl_error(exc: BaseException) -> ssl.SSLError | None:
     seen: BaseException | None = exc
     while seen is not None:
@@ -341,7 +350,7 @@ class GraphSession:
                 headers: Mapping[str, str] | None = None) -> httpx.Response:
         """The server's response (any status but 401, 429, 503, which are handled here)."""
         parts = urlsplit(url)
-        if f"{parts.scheme}://{parts.netloc}".lower() != self.origin.lower():
+        if _origin_of(url) != _origin_of(self.origin):
             raise MailServerError(step, None, f"the server linked to {parts.scheme}://{parts.netloc}, not {self.origin};"
                                               " the access token is not sent there")
         refreshed, throttled = False, 0
