@@ -129,6 +129,24 @@ def test_after_fetch_actions(stack, unique, graph_stub, app_tokens, fetcher_for,
     assert len(mail_raw.records(account.id)) == 4
 
 
+def test_a_folder_recreated_under_the_same_name_starts_a_full_round(stack, unique, graph_stub, app_tokens, fetcher_for, mail_raw):
+    box = graph_stub.tenant.mailbox(DESK)
+    old = box.add_folder("Tickets")
+    first, first_ids = deliver(graph_stub, unique, 2, folder=old)
+    account = graph_account(stack, graph_stub, f"graph-{unique}", DESK, folder="Tickets")
+    fetcher = fetcher_for(account, bearer_tokens=lambda _: app_tokens)
+    assert fetcher.poll(account) == 2
+
+    old.display_name = "Tickets (old)"
+    new = box.add_folder("Tickets")
+    later, later_ids = deliver(graph_stub, f"{unique}-new", 3, folder=new)
+    asked_before = len(delta_requests(graph_stub))
+    assert fetcher.poll(account) == 3
+    assert "$deltatoken" not in delta_requests(graph_stub)[asked_before], "the old folder's link was not used"
+    assert [r.raw for r in mail_raw.records(account.id)] == first + later
+    assert stored_marks(stack, account.id) == set(later_ids), "the old folder's marks went with the full round"
+
+
 def test_a_move_target_that_does_not_exist_fails_before_anything_is_produced(
     stack, unique, graph_stub, app_tokens, fetcher_for, mail_raw
 ):
