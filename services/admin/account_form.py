@@ -59,10 +59,10 @@ GROUPS: tuple[FormGroup, ...] = (
             FormField("id", "Account id", Kind.TEXT, "Stable id that tickets refer to: lower-case letters, digits, '.', '_', '-'. "
                       "It cannot change later.", required=True),
             FormField("name", "Display name", Kind.TEXT, "How the account is shown in lists.", required=True),
-            FormField("protocol", "Protocol", Kind.SELECT, "IMAP, POP3, or Exchange Web Services (EWS).",
-                      options=("imap", "pop3", "ews")),
+            FormField("protocol", "Protocol", Kind.SELECT, "IMAP, POP3, Exchange Web Services (EWS), or Microsoft "
+                      "Graph (Microsoft 365; signs in with OAuth2).", options=("imap", "pop3", "ews", "graph")),
             FormField("host", "Server", Kind.TEXT, "Host name or address of the mail server.", required=True),
-            FormField("port", "Port", Kind.NUMBER, "IMAP 993 (TLS) or 143 (STARTTLS); POP3 995 or 110; EWS 443.",
+            FormField("port", "Port", Kind.NUMBER, "IMAP 993 (TLS) or 143 (STARTTLS); POP3 995 or 110; EWS and Graph 443.",
                       required=True),
             FormField("security", "Security", Kind.SELECT, "tls: encrypted from the start; starttls: encrypted after "
                       "the greeting; none: unencrypted (avoid). The certificate is always verified.",
@@ -77,7 +77,7 @@ GROUPS: tuple[FormGroup, ...] = (
                       "characters."),
             FormField("prevent_ntlm", "Prevent NTLM login", Kind.CHECKBOX, "EWS only: log in with Kerberos, never "
                       "NTLM."),
-            FormField("folder", "Folder", Kind.TEXT, "Folder to fetch from (IMAP and EWS); usually INBOX."),
+            FormField("folder", "Folder", Kind.TEXT, "Folder to fetch from (IMAP, EWS and Graph); usually INBOX."),
             FormField("poll_interval_seconds", "Polling interval (seconds)", Kind.NUMBER, "Seconds between two "
                       "fetches, 5 to 86400."),
             FormField("after_fetch", "After fetch", Kind.TEXT, "What happens to a fetched mail on the server: "

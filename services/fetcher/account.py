@@ -137,7 +137,7 @@ class Account(BaseModel):
     """Token source for the oauth2_* methods."""
 
     folder: str = "INBOX"
-    """Folder to fetch from (IMAP and EWS)."""
+    """Folder to fetch from (IMAP, EWS and Graph)."""
 
     poll_interval_seconds: int = Field(default=60, ge=5, le=86400)
     """Seconds between two polls of this mailbox."""

@@ -8,7 +8,10 @@ account's method), ``select`` (IMAP: examine the folder read-only, and check the
 ``move:`` target exists; POP3: STAT). EWS: ``connect``, ``tls``, ``authentication``
 (the server's ``WWW-Authenticate`` offer to a request without credentials, the scheme
 chosen from it under ``prevent_ntlm``, then one authenticated request), ``folder``
-(GetFolder: the item count). The first failure ends the check.
+(GetFolder: the item count). Graph: ``token`` (an access token from the OAuth2 token
+layer), ``connect``, ``tls``, ``authentication`` (one request on the mailbox with the
+token), ``folder`` (the folder and a ``move:`` target resolved, the item count). The
+first failure ends the check.
 
 :func:`check_account` is what the CLI, the stored-accounts code and the admin API call;
 :class:`CheckReport` is what they get, and it never contains the password.
@@ -25,6 +28,7 @@ from enum import StrEnum
 from pydantic import BaseModel, ConfigDict
 
 from services.fetcher.account import OAUTH2_METHODS, Account, AccountProtocol, Security
+from services.fetcher.graph_mailbox import AccountTokens, BearerTokens, GraphMailbox, InMemoryDeltaState
 from services.fetcher.imap_mailbox import ImapSession
 from services.fetcher.mail_connection import describe_tcp, describe_tls, open_tcp, tls_context, wrap_tls
 from services.fetcher.mail_source import StepFailed
@@ -46,7 +50,7 @@ class CheckStep(BaseModel):
     model_config = ConfigDict(frozen=True, use_attribute_docstrings=True)
 
     name: str
-    """token (OAuth2), connect, tls, capabilities, authentication, select (IMAP, POP3) or folder (EWS)."""
+    """token (OAuth2), connect, tls, capabilities, authentication, select (IMAP, POP3) or folder (EWS, Graph)."""
     outcome: StepOutcome
     milliseconds: float
     """How long the step took."""
@@ -82,6 +86,8 @@ class CheckReport(BaseModel):
 
 
 def _authentication_method(account: Account) -> str:
+    if account.protocol is AccountProtocol.GRAPH:
+        return f"{account.authentication.value}: OAuth2 bearer token on every Graph request"
     if account.authentication in OAUTH2_METHODS:
         return f"{account.authentication.value}: OAuth2 bearer token over SASL XOAUTH2 or OAUTHBEARER"
     if account.protocol is AccountProtocol.EWS:
@@ -97,11 +103,13 @@ def check_account(
     timeout: float = 30.0,
     source_address: str | None = None,
     tokens: TokenBroker | None = None,
+    bearer_tokens: Callable[[Account], BearerTokens] | None = None,
 ) -> CheckReport:
     """Run the connection check of ``account``; never raises for a mail-server problem.
 
     OAuth2 accounts get their token from ``tokens`` (a broker of their own when None, so
-    the check always asks the identity provider afresh).
+    the check always asks the identity provider afresh); ``bearer_tokens`` replaces it
+    for Graph accounts (tests hand in tokens a stub issued).
     """
     steps: list[CheckStep] = []
     messages: int | None = None
@@ -126,6 +134,9 @@ def check_account(
 
     if account.protocol is AccountProtocol.EWS:
         return _check_ews(account, timeout, source_address)
+    if account.protocol is AccountProtocol.GRAPH:
+        source = tokens or TokenBroker(timeout=timeout)
+        return _check_graph(account, timeout, source_address, bearer_tokens or (lambda a: AccountTokens(source, a)))
     if account.protocol not in (AccountProtocol.IMAP, AccountProtocol.POP3):
         raise ValueError(f"the connection check of {account.protocol.value} accounts is not in this module")
     oauth2 = account.authentication in OAUTH2_METHODS
@@ -250,6 +261,59 @@ def _check_ews(account: Account, timeout: float, source_address: str | None) -> 
             sock.close()
         mailbox.close()
     return _report(account, steps, messages)
+
+
+def _check_graph(
+    account: Account, timeout: float, source_address: str | None, bearer_tokens: Callable[[Account], BearerTokens]
+) -> CheckReport:
+    """Graph: token, connect (TCP), tls (certificate verified), authentication (one request
+    on the mailbox with the token), folder (resolved, with its item count)."""
+    steps: list[CheckStep] = []
+    messages: int | None = None
+    sock: socket.socket | None = None
+    mailbox: GraphMailbox | None = None
+    issued: list[str] = []
+
+    def token() -> str:
+        nonlocal mailbox
+        tokens = bearer_tokens(account)
+        issued.append(tokens.token())
+        mailbox = GraphMailbox(account, tokens, InMemoryDeltaState(), timeout, source_address=source_address)
+        issuer = account.oauth2.issuer if account.oauth2 else "the token layer"
+        return f"an access token from {issuer} ({account.authentication.value})"
+
+    def connect() -> str:
+        nonlocal sock
+        sock = open_tcp(account.host, account.port, timeout, source_address)
+        return describe_tcp(sock)
+
+    def tls() -> str:
+        nonlocal sock
+        sock = wrap_tls(sock, tls_context(account), account.host, timeout)
+        return describe_tls(sock, account)
+
+    def authentication() -> str:
+        assert mailbox is not None
+        return mailbox.verify_mailbox()
+
+    def folder() -> str:
+        nonlocal messages
+        assert mailbox is not None
+        messages = mailbox.select_folder()
+        target = account.after_fetch.removeprefix("move:") if account.after_fetch.startswith("move:") else None
+        return f"{account.folder}: {messages} messages (totalItemCount)" + (f"; move target {target!r} exists" if target else "")
+
+    try:
+        for name, action in (("token", token), ("connect", connect), ("tls", tls), ("authentication", authentication),
+                             ("folder", folder)):
+            if not _timed(steps, name, action):
+                break
+    finally:
+        if sock is not None:
+            sock.close()
+        if mailbox is not None:
+            mailbox.close()
+    return _report(account, steps, messages, extra_secrets=tuple(issued))
 
 
 def _report(

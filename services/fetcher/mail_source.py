@@ -1,4 +1,4 @@
-"""What the poll loop needs from a mailbox, whatever the protocol (IMAP, POP3, EWS).
+"""What the poll loop needs from a mailbox, whatever the protocol (IMAP, POP3, EWS, Graph).
 
 The loop in ``service.py`` drives every source through the same no-loss order, one
 chunk at a time::
@@ -13,7 +13,7 @@ chunk at a time::
 
 A source id is stable for the life of the mail at its source and is, with the account
 id, the deduplication key downstream: ``imap:UIDVALIDITY:UID``, ``pop3:UIDL``,
-``ews:ItemId``.
+``ews:ItemId``, ``graph:<message id>``.
 """
 
 from __future__ import annotations

@@ -44,7 +44,8 @@ _MICROSOFT_SCOPES: dict[tuple[AccountProtocol, Authentication], tuple[str, ...]]
     (AccountProtocol.IMAP, Authentication.OAUTH2_REFRESH_TOKEN): ("https://outlook.office.com/IMAP.AccessAsUser.All",),
     (AccountProtocol.POP3, Authentication.OAUTH2_REFRESH_TOKEN): ("https://outlook.office.com/POP.AccessAsUser.All",),
     (AccountProtocol.GRAPH, Authentication.OAUTH2_CLIENT_CREDENTIALS): ("https://graph.microsoft.com/.default",),
-    (AccountProtocol.GRAPH, Authentication.OAUTH2_REFRESH_TOKEN): ("https://graph.microsoft.com/Mail.ReadWrite",),
+    # .Shared: the delegate's token also opens the shared mailboxes the user has rights on (Graph's /users/{address}).
+    (AccountProtocol.GRAPH, Authentication.OAUTH2_REFRESH_TOKEN): ("https://graph.microsoft.com/Mail.ReadWrite.Shared",),
 }
 
 

@@ -2,11 +2,13 @@
 
 Per chunk of mails the order is fixed, and it is the no-loss argument:
 
-1. fetch the bytes (IMAP BODY.PEEK, POP3 RETR: nothing changes on the server);
+1. fetch the bytes (IMAP BODY.PEEK, POP3 RETR, EWS GetItem, Graph ``$value``: nothing
+   changes on the server);
 2. store oversized mails in the claim-check store;
 3. produce to ``mail.raw`` (acks=all, idempotent producer) and wait for every ack;
 4. apply the after-fetch action (flag, move, delete) to exactly the acknowledged mails;
-5. advance the durable mark (IMAP UIDVALIDITY + UID, POP3 UIDLs).
+5. advance the durable mark (IMAP UIDVALIDITY + UID, POP3 UIDLs, EWS item ids, Graph
+   message ids and, after a delta round's last chunk, its deltaLink).
 
 A crash before 3 completes loses nothing (nothing was acted on); a crash between 3 and 5
 re-produces mails, which downstream deduplicates by account and source id. When a poll
@@ -45,6 +47,7 @@ from services.fetcher.account import OAUTH2_METHODS, Account, AccountProtocol
 from services.fetcher.account_store import AccountStore
 from services.fetcher.core import chunked, chunks_by_size, mail_record
 from services.fetcher.cursor_store import CursorStore
+from services.fetcher.graph_mailbox import AccountTokens, BearerTokens, GraphMailbox
 from services.fetcher.imap_mailbox import ImapMailbox
 from services.fetcher.mail_source import MailServerError, MailSource, StepFailed
 from services.fetcher.mailbox_ownership import MailboxOwnership
@@ -120,17 +123,20 @@ class Fetcher:
         source_address: str | None = None,
         refresh_accounts: Callable[[], list[Account]] | None = None,
         ownership: MailboxOwnership | None = None,
+        bearer_tokens: Callable[[Account], BearerTokens] | None = None,
         tokens: TokenBroker | None = None,
         on_rotated_refresh_token: RotatedRefreshToken | None = None,
     ) -> None:
         """``on_rotated_refresh_token`` stores a refresh token the identity provider rotated
-        (the stored accounts' encrypted copy), used only when ``tokens`` is not given."""
+        (the stored accounts' encrypted copy), used only when ``tokens`` is not given;
+        ``bearer_tokens`` replaces ``tokens`` for Graph accounts (tests hand in tokens a stub issued)."""
         self._settings = settings
         self._tokens = tokens or TokenBroker(
             timeout=settings.timeout_seconds,
             refresh_margin_seconds=settings.token_refresh_margin_seconds,
             on_rotated_refresh_token=on_rotated_refresh_token,
         )
+        self._bearer_tokens = bearer_tokens or (lambda account: AccountTokens(self._tokens, account))
         self._ownership = ownership
         self._enabled = {a.id: a for a in accounts if a.enabled}
         self._accounts = self._owned(self._enabled)
@@ -281,6 +287,15 @@ class Fetcher:
             from services.fetcher.ews_mailbox import EwsMailbox
 
             return EwsMailbox(account, EwsItemStore(self._engine), timeout).open()
+        if account.protocol is AccountProtocol.GRAPH:
+            from services.fetcher.graph_delta_store import GraphDeltaStore
+
+            tokens = self._bearer_tokens(account)
+            graph = GraphMailbox(
+                account, tokens, GraphDeltaStore(self._engine), timeout, source_address=self._source_address,
+                concurrency=self._settings.graph_requests_per_mailbox,
+            )
+            return graph.open()
         raise StepFailed("protocol", None, f"{account.protocol.value} fetching is not available in this version")
 
     def _session_options(self, account: Account) -> dict[str, Any]:

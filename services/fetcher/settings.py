@@ -31,7 +31,10 @@ class FetcherSettings(ServiceSettings):
     """Octets fetched and produced per round trip where the server tells the sizes beforehand (IMAP); a larger mail goes alone. The mark moves after each chunk; a poll holds up to about three chunks at once."""
 
     fetch_chunk: int = Field(default=100, ge=1, le=5000)
-    """Mails fetched and produced per round trip where the server does not tell their sizes beforehand (POP3, EWS); the mark moves after each chunk."""
+    """Mails fetched and produced per round trip where the server does not tell their sizes beforehand (POP3, EWS, Graph); the mark moves after each chunk."""
+
+    graph_requests_per_mailbox: int = Field(default=4, ge=1, le=4)
+    """Graph requests in flight at once per mailbox while fetching and acting on a chunk; Exchange Online allows four per application and mailbox."""
 
     timeout_seconds: float = Field(default=30.0, gt=0, le=600)
     """Timeout of every mail-server operation (connect, TLS, each read and write) and of every wait for Kafka."""

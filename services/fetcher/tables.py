@@ -88,3 +88,30 @@ class EwsProducedItem(Base):
     # Text: Exchange item ids are opaque base64 of no documented maximum length.
     item_id: Mapped[str] = mapped_column(Text, primary_key=True)
     produced_at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+
+class GraphProducedMessage(Base):
+    """A Graph message (by id) whose mail Kafka acknowledged and the fetcher acted on, in
+    the folder it was listed in; dropped once a delta round reports it gone."""
+
+    __tablename__ = "graph_produced_messages"
+
+    account_id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    folder: Mapped[str] = mapped_column(String(500), primary_key=True)
+    # Text: Graph message ids are opaque base64 of no documented maximum length.
+    message_id: Mapped[str] = mapped_column(Text, primary_key=True)
+    produced_at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+
+class GraphDeltaLink(Base):
+    """The ``@odata.deltaLink`` of the last delta round whose every message was produced
+    and acted on; the next poll asks for the changes since it."""
+
+    __tablename__ = "graph_delta_links"
+
+    account_id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    folder: Mapped[str] = mapped_column(String(500), primary_key=True)
+    folder_id: Mapped[str] = mapped_column(Text)
+    """The folder's Graph id when the link was taken: a folder recreated under the same name starts over."""
+    delta_link: Mapped[str] = mapped_column(Text)
+    updated_at: Mapped[datetime] = mapped_column(server_default=func.now(), onupdate=func.now())

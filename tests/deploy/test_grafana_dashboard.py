@@ -25,6 +25,9 @@ REQUIRED_SERIES = {
     "mailintake_fetcher_errors_total",
     # A refused OAuth2 token must never go unnoticed (issue #8).
     "mailintake_fetcher_token_refusals_total",
+    # Graph: throttling waited out, and delta rounds started over (issue #8).
+    "mailintake_fetcher_graph_throttled_total",
+    "mailintake_fetcher_graph_resyncs_total",
 }
 SERIES = re.compile(r"\b((?:mailintake|kafka)_[a-z0-9_]+)\b")
 

@@ -115,7 +115,8 @@ def fetcher_for(stack, kafka_producer):
     """Call with accounts (and Fetcher keywords) for a Fetcher on the stack with short timeouts."""
     made: list[Fetcher] = []
 
-    def make(*accounts: Account, producer=None, source_address=None, on_rotated_refresh_token=None, **settings) -> Fetcher:
+    def make(*accounts: Account, producer=None, source_address=None, bearer_tokens=None, on_rotated_refresh_token=None,
+             **settings) -> Fetcher:
         fetcher = Fetcher(
             FetcherSettings(
                 kafka_bootstrap_servers=stack.kafka_bootstrap,
@@ -125,6 +126,7 @@ def fetcher_for(stack, kafka_producer):
             list(accounts),
             producer=producer or kafka_producer,
             source_address=source_address,
+            bearer_tokens=bearer_tokens,
             on_rotated_refresh_token=on_rotated_refresh_token,
         )
         made.append(fetcher)

@@ -10,17 +10,16 @@ the ticketer deduplicates them).
 from __future__ import annotations
 
 import json
-import os
 import random
 import signal
 import subprocess
-import sys
 import time
 
 import pytest
 
 from mailintake.demo import demo_mail
 from mailintake.stack import add_mail_user
+from tests.fetcher.crash_drill import kill_during_fetch, start_fetcher
 
 pytestmark = pytest.mark.stack
 
@@ -77,18 +76,9 @@ class ServerView:
         return acted
 
 
-def start_fetcher(accounts_file, stack, mails_per_chunk: int = 10) -> subprocess.Popen:
-    env = {
-        **os.environ,
-        "MAILINTAKE_FETCHER_KAFKA_BOOTSTRAP_SERVERS": stack.kafka_bootstrap,
-        "MAILINTAKE_FETCHER_DATABASE_URL": stack.database_url,
-        # Small chunks of the 16 KB mails: many of them, so kills and restarts land mid-fetch.
-        "MAILINTAKE_FETCHER_FETCH_CHUNK_BYTES": str(mails_per_chunk * 16_600),
-    }
-    return subprocess.Popen(
-        [sys.executable, "-m", "tests.fetcher.fetcher_process", str(accounts_file)],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
+def start_imap_fetcher(accounts_file, stack, mails_per_chunk: int = 10) -> subprocess.Popen:
+    # Small chunks of the 16 KB mails: many of them, so kills and restarts land mid-fetch.
+    return start_fetcher(accounts_file, stack, {"MAILINTAKE_FETCHER_FETCH_CHUNK_BYTES": str(mails_per_chunk * 16_600)})
 
 
 def two_full_mailboxes(unique, tmp_path, imap_client, account_for):
@@ -124,29 +114,23 @@ def test_kill_9_at_random_points_loses_nothing_and_acts_only_after_the_ack(
     def produced() -> set[str]:
         return {r.message_id for account in accounts.values() for r in mail_raw.records(account)}
 
-    kills = []
-    for trial in range(TRIALS):
-        before = len(server.acted_on(accounts))
-        if before == 2 * MAILS_PER_ACCOUNT:
-            break
-        process = start_fetcher(accounts_file, stack)
-        # Kill once the fetcher has made some progress, at a random moment inside its cycle.
-        target = before + rng.randint(1, 60)
-        deadline = time.monotonic() + 60
-        while server.progress() < target and process.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.01)
-        time.sleep(rng.uniform(0, 0.1))
-        process.send_signal(signal.SIGKILL)
-        process.wait(timeout=30)
-        acted = server.acted_on(accounts)
-        missing = acted - produced()
+    def no_mail_acted_on_before_kafka_had_it(trial: int) -> None:
+        missing = server.acted_on(accounts) - produced()
         assert not missing, f"trial {trial}: {len(missing)} mails were acted on before Kafka had them, e.g. {sorted(missing)[:3]}"
-        kills.append(len(acted) - before)
+
+    kills = kill_during_fetch(
+        trials=TRIALS,
+        rng=rng,
+        start=lambda: start_imap_fetcher(accounts_file, stack),
+        progress=server.progress,
+        total=2 * MAILS_PER_ACCOUNT,
+        after_kill=no_mail_acted_on_before_kafka_had_it,
+    )
     assert len(kills) >= TRIALS, f"only {len(kills)} kills landed mid-fetch"
     assert any(k > 0 for k in kills), "no kill landed after any progress"
 
     # The survivor finishes the job.
-    process = start_fetcher(accounts_file, stack)
+    process = start_imap_fetcher(accounts_file, stack)
     try:
         wait_until_done(server, accounts, timeout=180)
     finally:
@@ -167,7 +151,7 @@ def test_dovecot_and_kafka_restarts_in_the_middle_of_a_fetch_lose_nothing(
     accounts, accounts_file, server = two_full_mailboxes(unique, tmp_path, imap_client, account_for)
     # One mail per chunk: slow enough that the fetch is still under way when Kafka restarts,
     # after Dovecot's restart and the backoff it causes.
-    process = start_fetcher(accounts_file, stack, mails_per_chunk=1)
+    process = start_imap_fetcher(accounts_file, stack, mails_per_chunk=1)
     try:
         for component, progress in (("dovecot", 300), ("kafka", 900)):
             deadline = time.monotonic() + 120

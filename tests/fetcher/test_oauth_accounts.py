@@ -142,3 +142,16 @@ def test_exports_of_stored_oauth2_accounts_need_no_key(store):
     keyless = AccountStore(store.engine, None)
     exported = export_text(keyless.configured_accounts())
     assert "MAILINTAKE_ACCOUNT_SHARED_DESK_REFRESH_TOKEN" in exported and REFRESH_TOKEN not in exported
+
+
+def test_a_graph_account_is_stored_and_read_back_whole(store):
+    graph = Account.model_validate({
+        "id": "graph-desk", "name": "Graph desk", "protocol": "graph", "host": "graph.microsoft.com", "port": 443,
+        "username": "desk@example.com", "authentication": "oauth2_refresh_token", "after_fetch": "move:Inbox/Done",
+        "oauth2": {"tenant": "example.com", "client_id": "app-1", "client_secret": CLIENT_SECRET, "refresh_token": REFRESH_TOKEN},
+    })
+    store.upsert(graph)
+    back = store.get("graph-desk")
+    assert back == graph
+    assert back.oauth2.refresh_token.get_secret_value() == REFRESH_TOKEN
+    assert stored_row(store, "graph-desk").protocol == "graph"
