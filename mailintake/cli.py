@@ -79,8 +79,13 @@ def stack_env() -> None:
     from mailintake.local_environment import service_environment
     from mailintake.stack import Stack
 
-    for name, value in service_environment(Stack().endpoints).items():
+    endpoints = Stack().endpoints
+    for name, value in service_environment(endpoints).items():
         typer.echo(f"export {name}={shlex.quote(value)}")
+    # Comments, so that `eval` skips them: what an OAuth2 account of the stack uses.
+    typer.echo(f"# OpenID Connect issuer: {endpoints.oidc_issuer} (CA file {endpoints.ca_file})")
+    for client in endpoints.oidc_clients:
+        typer.echo(f"# client {client.client_id} / {client.client_secret}: {client.purpose}")
 
 
 @app.command("run")

@@ -12,7 +12,7 @@ from .settings import StackSettings
 from .stack import COMPONENT_NAMES, Stack
 
 stack_app = typer.Typer(
-    help="Run the local stack (Kafka, PostgreSQL, Dovecot, SMTP relay) on 127.0.0.1.",
+    help="Run the local stack (Kafka, PostgreSQL, OpenID Connect provider, Dovecot, SMTP relay) on 127.0.0.1.",
     no_args_is_help=True,
 )
 
@@ -52,6 +52,9 @@ def up() -> None:
     )
     typer.echo(f"  pop3:            {endpoints.host}:{endpoints.pop3_port} (STLS), pop3s :{endpoints.pop3s_port}")
     typer.echo(f"  smtp:            {endpoints.host}:{endpoints.smtp_port} (STARTTLS + AUTH)")
+    typer.echo(f"  oidc issuer:     {endpoints.oidc_issuer}")
+    for client in endpoints.oidc_clients:
+        typer.echo(f"    client {client.client_id} / {client.client_secret}: {client.purpose}")
     typer.echo(f"  CA file:         {endpoints.ca_file}")
     users = ", ".join(f"{u.name}/{u.password}" for u in endpoints.demo_users)
     typer.echo(f"  mailboxes:       {users} (address NAME@{endpoints.mail_domain})")

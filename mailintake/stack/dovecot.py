@@ -9,6 +9,7 @@ from pathlib import Path
 from .component import Component
 from .config_templates import render_to
 from .mail_users import ensure_demo_users
+from .oidc_provider import oidc_client
 from .os_accounts import Accounts
 from .preflight import MissingTool, find_dovecot
 from .processes import process_start_ticks
@@ -45,7 +46,11 @@ class Dovecot(Component):
     def dirs_for_other_users(self, accounts: Accounts) -> list[tuple[str, object]]:
         if not accounts.privileged:
             return []
-        return [(accounts.dovecot.name, self.layout.mail_users_file.parent), (accounts.mail.name, self.layout.mail_dir)]
+        return [
+            (accounts.dovecot.name, self.layout.mail_users_file.parent),
+            (accounts.dovecot.name, self.layout.ca_cert.parent),
+            (accounts.mail.name, self.layout.mail_dir),
+        ]
 
     @property
     def instance_name(self) -> str:
@@ -60,6 +65,16 @@ class Dovecot(Component):
         if accounts.privileged:
             os.chown(layout.mail_dir, accounts.mail.uid, accounts.mail.gid)
         ensure_demo_users(layout.mail_users_file)
+        introspector = oidc_client("dovecot")
+        render_to(
+            "dovecot/dovecot-oauth2.conf.ext.j2", layout.dovecot_oauth2_config, mode=0o640,
+            host=HOST, oidc_port=self.settings.oidc_port, issuer=f"https://{HOST}:{self.settings.oidc_port}",
+            client_id=introspector.client_id, client_secret=introspector.client_secret,
+            mail_domain=MAIL_DOMAIN, ca_file=layout.ca_cert,
+        )
+        if accounts.privileged:
+            # The auth process (user dovecot) reads it; it holds the introspection secret.
+            os.chown(layout.dovecot_oauth2_config, 0, accounts.dovecot.gid)
         render_to(
             "dovecot/dovecot.conf.j2", layout.dovecot_config,
             instance_name=self.instance_name, base_dir=layout.dovecot_base_dir,
@@ -70,6 +85,7 @@ class Dovecot(Component):
             run_group=_group_name(accounts.mail.gid),
             imap_port=self.settings.imap_port, imaps_port=self.settings.imaps_port,
             pop3_port=self.settings.pop3_port, pop3s_port=self.settings.pop3s_port,
+            oauth2_config=layout.dovecot_oauth2_config,
         )
 
     def clear_stale_state(self) -> None:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from .layout import StackLayout
 from .mail_users import DEMO_USERS, MailUser
+from .oidc_provider import OIDC_CLIENTS, OidcClient
 from .postgres import APP_DATABASE, APP_PASSWORD, APP_ROLE
 from .settings import HOST, MAIL_DOMAIN, StackSettings
 
@@ -27,6 +28,12 @@ class Endpoints:
     pop3_port: int
     pop3s_port: int
     smtp_port: int
+    oidc_port: int
+    oidc_issuer: str
+    """Issuer URL of the OpenID Connect provider; its discovery document is at
+    ``{oidc_issuer}/.well-known/openid-configuration``."""
+    oidc_clients: tuple[OidcClient, ...]
+    """The clients registered at the provider, with their secrets."""
     ca_file: Path
     """PEM file of the stack's CA: the only trust anchor clients need."""
     tls_server_name: str
@@ -53,6 +60,9 @@ class Endpoints:
             pop3_port=settings.pop3_port,
             pop3s_port=settings.pop3s_port,
             smtp_port=settings.smtp_port,
+            oidc_port=settings.oidc_port,
+            oidc_issuer=f"https://{HOST}:{settings.oidc_port}",
+            oidc_clients=OIDC_CLIENTS,
             ca_file=layout.ca_cert,
             tls_server_name="localhost",
             mail_domain=MAIL_DOMAIN,
@@ -66,3 +76,10 @@ class Endpoints:
             if user.name == name:
                 return user
         raise KeyError(name)
+
+    def oidc_client(self, client_id: str) -> OidcClient:
+        """The client registered at the stack's provider as ``client_id``."""
+        for client in self.oidc_clients:
+            if client.client_id == client_id:
+                return client
+        raise KeyError(client_id)

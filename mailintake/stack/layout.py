@@ -114,6 +114,11 @@ class StackLayout:
         return self.dovecot_dir / "state"
 
     @property
+    def dovecot_oauth2_config(self) -> Path:
+        """Settings of Dovecot's oauth2 passdb (the introspection endpoint and its secret)."""
+        return self.dovecot_dir / "dovecot-oauth2.conf.ext"
+
+    @property
     def mail_users_file(self) -> Path:
         return self.dovecot_dir / "users"
 
@@ -121,3 +126,9 @@ class StackLayout:
     def mail_dir(self) -> Path:
         """Parent of every user's home; each home holds that user's Maildir."""
         return self.root / "mail"
+
+    # OpenID Connect provider
+    @property
+    def oidc_dir(self) -> Path:
+        """The provider's config and its signing keys."""
+        return self.root / "oidc"

@@ -66,6 +66,17 @@ class StackSettings(BaseSettings):
     smtp_port: int = Field(10025, ge=1024, le=65535)
     """SMTP relay port (STARTTLS, then AUTH); delivers into the Dovecot mailboxes."""
 
+    oidc_port: int = Field(10444, ge=1024, le=65535)
+    """OpenID Connect provider (HTTPS, the stack's certificate); its issuer is
+    https://127.0.0.1:PORT."""
+
+    oidc_access_token_ttl: int = Field(300, ge=1, le=86400)
+    """Seconds an access token of the stack's OpenID Connect provider lives (its
+    `mailintake-short-lived` client gets a few seconds regardless, for expiry tests)."""
+
+    oidc_refresh_token_ttl: int = Field(14 * 86400, ge=60)
+    """Seconds a refresh token of the stack's OpenID Connect provider lives."""
+
     kafka_heap: str = Field("512m", pattern=r"^[0-9]+[kmgKMG]?$")
     """Maximum Java heap of the Kafka broker (the value of -Xmx)."""
 

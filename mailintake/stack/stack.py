@@ -17,6 +17,7 @@ from .errors import StackError
 from .kafka import Kafka
 from .layout import StackLayout
 from .mail_users import MailUser, set_users
+from .oidc_provider import OidcProvider
 from .os_accounts import Account, Accounts, resolve_accounts, unreachable_dir
 from .postgres import Postgres
 from .preflight import port_problem, raise_for_missing, raise_for_taken_ports
@@ -33,9 +34,9 @@ from .settings import StackSettings
 from .smtp import SmtpRelay
 from .tls import ensure_certificates
 
-COMPONENT_NAMES = ("postgres", "kafka", "dovecot", "smtp")
+COMPONENT_NAMES = ("postgres", "kafka", "oidc", "dovecot", "smtp")
 #: Components serving the stack's certificate.
-TLS_COMPONENTS = ("dovecot", "smtp")
+TLS_COMPONENTS = ("oidc", "dovecot", "smtp")
 
 
 @dataclass(frozen=True)
@@ -54,7 +55,7 @@ def _say_nothing(message: str) -> None:
 
 
 class Stack:
-    """Kafka, PostgreSQL, Dovecot and the SMTP relay of one state directory.
+    """Kafka, PostgreSQL, the OpenID Connect provider, Dovecot and the SMTP relay of one state directory.
 
     ``up()`` is idempotent: what runs and answers is left alone, so calling
     it from every test session costs only the health checks.
@@ -68,6 +69,7 @@ class Stack:
             for component in (
                 Postgres(self.settings, self.layout),
                 Kafka(self.settings, self.layout),
+                OidcProvider(self.settings, self.layout),
                 Dovecot(self.settings, self.layout),
                 SmtpRelay(self.settings, self.layout),
             )
