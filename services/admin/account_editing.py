@@ -203,12 +203,14 @@ _SECRET_DESTINATION = ("provider", "tenant", "authority", "client_id", "ca_file"
 """What decides where an OAuth2 secret is sent, and for which application."""
 
 
-def kept_secrets(draft: AccountDraft, stored: Account | None) -> Account:
+def kept_secrets(draft: AccountDraft, stored: Account | None, *, connecting: bool = False) -> Account:
     """The account of ``draft``, with the stored secrets it leaves empty.
 
     As for the password (:func:`kept_password`): a stored client secret or refresh
     token is kept only while the identity provider, tenant, authority, client id and
     CA file stay the same, so nobody can have it sent to a provider of their own.
+    ``connecting``: for the consent flow, which is about to get the refresh token, so
+    none is required (the result is an account without secrets checks, for the flow only).
     """
     if draft.authentication not in OAUTH2_METHODS:
         return draft.with_password(kept_password(draft, stored))
@@ -234,7 +236,7 @@ def kept_secrets(draft: AccountDraft, stored: Account | None) -> Account:
         problems.append(FieldProblem("oauth2.client_secret", "oauth2_client_credentials needs a client secret or a certificate file"))
 
     refresh_token = oauth2.refresh_token
-    if draft.authentication is Authentication.OAUTH2_REFRESH_TOKEN and refresh_token is None:
+    if draft.authentication is Authentication.OAUTH2_REFRESH_TOKEN and refresh_token is None and not connecting:
         if before is not None and before.refresh_token is not None and not moved:
             refresh_token = before.refresh_token
         elif before is not None and before.refresh_token is not None:
@@ -252,9 +254,22 @@ def kept_secrets(draft: AccountDraft, stored: Account | None) -> Account:
         "refresh_token": refresh_token,
     }
     try:
-        return Account.model_validate(document)
+        return (AccountDraft if connecting else Account).model_validate(document)
     except ValidationError as error:
         raise InvalidAccount(validation_problems(error)) from None
+
+
+def revealed_document(account: Account) -> dict[str, Any]:
+    """The account as JSON-able data with its secrets in clear, for the encrypted pending consent only."""
+    document = account.model_dump(mode="json")
+    for holder, name, secret in (
+        (document, "password", account.password),
+        (document.get("oauth2") or {}, "client_secret", account.oauth2 and account.oauth2.client_secret),
+        (document.get("oauth2") or {}, "refresh_token", account.oauth2 and account.oauth2.refresh_token),
+    ):
+        if name in holder:
+            holder[name] = None if secret is None else secret.get_secret_value()
+    return document
 
 
 class AccountEditor:
@@ -323,6 +338,26 @@ class AccountEditor:
         if self._store.upsert(account, on_change=audit).action is not ChangeAction.UNCHANGED:
             self._announce(account_id, False)
         return account
+
+    def connect(self, account: Account, actor: str, *, editing: bool) -> None:
+        """Store an account the consent flow gave its refresh token: a new one, or the
+        stored one (``editing``), audited as ``account.oauth2_connect`` (field names only)."""
+        account = self._checked(account)
+
+        def audit(connection: Connection, change: AccountChange) -> None:
+            if editing and change.action is ChangeAction.ADDED:
+                raise AccountNotFound(f"no account with id {account.id!r} (it was deleted meanwhile)")
+            if not editing and change.action is not ChangeAction.ADDED:
+                raise AccountExists(f"an account with id {account.id!r} exists already; edit it and connect from there")
+            fields = dict.fromkeys([*change.fields, "oauth2.refresh_token"])
+            AuditLog.write(connection, actor, "account.oauth2_connect", account.id, list(fields))
+
+        self._store.upsert(account, on_change=audit)
+        self._announce(account.id, False)
+
+    def stored(self, account_id: str) -> Account | None:
+        """The stored account with its secrets, or None; for the consent flow, never for a response."""
+        return self._store.get(account_id)
 
     def delete(self, account_id: str, actor: str) -> None:
         if not self._store.delete(account_id, on_change=self._audited(actor, "account.delete")):

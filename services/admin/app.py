@@ -24,6 +24,7 @@ from services.admin.accounts_api import install_error_handlers
 from services.admin.accounts_api import router as accounts_router
 from services.admin.authentication import authenticated
 from services.admin.oidc import OidcVerifier
+from services.admin.pending_consents import PendingConsentStore
 from services.admin.settings import AdminSettings
 from services.admin.tickets_api import router as tickets_router
 from services.admin.web_pages import mount_pages
@@ -58,13 +59,18 @@ def create_app(settings: AdminSettings, cipher: PasswordCipher | None = None) ->
     )
 
     @cache
-    def account_editor() -> AccountEditor:
+    def accounts_cipher() -> PasswordCipher:
         from mailintake.runtime.settings import load_settings
-        from services.fetcher.account_store import AccountStore
         from services.fetcher.password_cipher import cipher_from_settings
         from services.fetcher.settings import AccountEncryptionSettings
 
-        key = cipher or cipher_from_settings(load_settings(AccountEncryptionSettings))
+        return cipher or cipher_from_settings(load_settings(AccountEncryptionSettings))
+
+    @cache
+    def account_editor() -> AccountEditor:
+        from services.fetcher.account_store import AccountStore
+
+        key = accounts_cipher()
         announce = None
         if settings.kafka_bootstrap_servers:
             from services.fetcher.mailbox_ownership import AccountNoticeWriter
@@ -74,7 +80,13 @@ def create_app(settings: AdminSettings, cipher: PasswordCipher | None = None) ->
             engine, AccountStore(engine, key), settings.check_timeout_seconds, settings.check_source_address, announce
         )
 
+    @cache
+    def pending_consents() -> PendingConsentStore:
+        return PendingConsentStore(engine, accounts_cipher())
+
     app.state.account_editor = account_editor
+    app.state.pending_consents = pending_consents
+    app.state.settings = settings
     install_error_handlers(app)
     app.include_router(accounts_router)
     app.include_router(tickets_router, dependencies=[Depends(authenticated)])

@@ -23,17 +23,23 @@ from starlette.concurrency import run_in_threadpool
 from sqlalchemy import select
 
 from services.admin.access import csrf_token_matches
+from services.admin import consent_flow
 from services.admin.account_editing import (
+    AccountDraft,
     AccountEditor,
     AccountExists,
     AccountNotFound,
     FieldProblem,
     InvalidAccount,
+    kept_secrets,
     parse_draft,
+    revealed_document,
 )
 from services.admin.account_form import GROUPS, NEW_ACCOUNT, flat_values, form_document, submitted_values
 from services.admin.accounts_api import problems_response
 from services.admin.authentication import SESSION_COOKIE, Actor, actor_from_cookie, token_store
+from services.admin.pending_consents import FLOW_COOKIE, LIFETIME, ConsentNotFound
+from services.fetcher.account import Account, Authentication
 from services.ticketer.tables import AutoAnswerTemplate, Category, Priority, Resource, User
 
 HERE = Path(__file__).parent
@@ -114,13 +120,15 @@ def _to_login() -> RedirectResponse:
 def _form_page(
     request: Request, actor: Actor, *, editing: str | None, values: dict[str, Any], problems=(), status: int = 200
 ) -> HTMLResponse:
+    stored = _editor(request).stored(editing) if editing else None
+    refresh_token_stored = stored is not None and stored.oauth2 is not None and stored.oauth2.refresh_token is not None
     by_field: dict[str, list[str]] = {}
     for problem in problems:
         by_field.setdefault(problem.field, []).append(problem.message)
     return _page(
         request, "account_form.html", status,
         actor=actor, groups=GROUPS, values=values, editing=editing, problems=by_field,
-        choices=_choices(request), csrf_token=actor.csrf_token,
+        choices=_choices(request), csrf_token=actor.csrf_token, refresh_token_stored=refresh_token_stored,
     )
 
 
@@ -217,6 +225,16 @@ def mount_pages(app: FastAPI) -> None:
 
         return await in_session(request, update)
 
+    # Before the routes with an account id: 'oauth' is no account.
+    @app.post("/accounts/oauth/start", include_in_schema=False)
+    async def start_consent(request: Request) -> Response:
+        return await in_session(request, lambda actor, fields: _start_consent(request, actor, fields))
+
+    @app.get(consent_flow.CALLBACK_PATH, include_in_schema=False)
+    def finish_consent(request: Request) -> Response:
+        # No session cookie here (see pending_consents): the flow's own cookie and state bind the answer.
+        return _finish_consent(request)
+
     @app.post("/accounts/{account_id}/{action}", include_in_schema=False)
     async def account_action(request: Request, account_id: str, action: str) -> Response:
         if action not in ("delete", "enable", "disable"):
@@ -247,6 +265,89 @@ def mount_pages(app: FastAPI) -> None:
             return JSONResponse(report.model_dump(mode="json"))
 
         return await in_session(request, check)
+
+
+def _start_consent(request: Request, actor: Actor, fields: dict[str, str]) -> Response:
+    """"Connect with Microsoft": check the form, keep the flow, and send the browser to the provider."""
+    editing = fields.get("editing") or None
+    if editing is not None:
+        fields["id"] = editing
+
+    def refused(problems, status: int = 422) -> HTMLResponse:
+        return _form_page(request, actor, editing=editing, values=submitted_values(fields), problems=problems, status=status)
+
+    settings = request.app.state.settings
+    if settings.public_url is None:
+        return refused([FieldProblem(
+            "oauth2.refresh_token",
+            "this admin service does not know its own address: set MAILINTAKE_ADMIN_PUBLIC_URL (the identity provider "
+            f"sends the browser back to PUBLIC_URL{consent_flow.CALLBACK_PATH}, which must be registered there)",
+        )], 409)
+    editor = _editor(request)
+    try:
+        draft = parse_draft(form_document(fields))
+        if draft.authentication is not Authentication.OAUTH2_REFRESH_TOKEN:
+            raise InvalidAccount([FieldProblem(
+                "authentication", f"Connect gets a refresh token: choose oauth2_refresh_token (not {draft.authentication.value})"
+            )])
+        stored = editor.stored(draft.id)
+        if editing is None and stored is not None:
+            return refused([FieldProblem("id", f"an account with id {draft.id!r} exists already; edit it and connect from there")], 409)
+        if editing is not None and stored is None:
+            raise PageRefused(404, f"no account with id {editing!r}")
+        account = kept_secrets(draft, stored, connecting=True)
+        pending = consent_flow.begin(account, settings.public_url, timeout=settings.check_timeout_seconds)
+    except InvalidAccount as exc:
+        return refused(exc.problems)
+    except consent_flow.ConsentFailed as exc:
+        return refused([FieldProblem("oauth2.refresh_token", str(exc))], 502)
+    browser = request.app.state.pending_consents().keep(
+        state=pending.state, session_token=actor.session_token, actor=actor.name, account_id=draft.id,
+        editing=editing is not None, flow=pending.flow, account=revealed_document(account),
+    )
+    response = _page(
+        request, "consent_redirect.html", actor=actor, csrf_token=actor.csrf_token,
+        authorize_url=pending.authorize_url, issuer=account.oauth2.issuer, account_id=draft.id,
+    )
+    # Lax, not Strict: the provider's redirect back is a navigation from another site.
+    response.set_cookie(
+        FLOW_COOKIE, browser, max_age=int(LIFETIME.total_seconds()), path=consent_flow.CALLBACK_PATH, httponly=True,
+        samesite="lax", secure=settings.public_url.startswith("https://"),
+    )
+    return response
+
+
+def _finish_consent(request: Request) -> Response:
+    """The provider's answer: take the kept flow, exchange the code, store the account with its refresh token."""
+    answer = dict(request.query_params)
+    settings = request.app.state.settings
+
+    def result(status: int, **context: Any) -> HTMLResponse:
+        response = _page(request, "consent_result.html", status, **context)
+        response.delete_cookie(FLOW_COOKIE, path=consent_flow.CALLBACK_PATH)
+        return response
+
+    try:
+        taken = request.app.state.pending_consents().take(answer.get("state"), request.cookies.get(FLOW_COOKIE))
+    except ConsentNotFound as exc:
+        return result(400, connected=False, problem=f"Refused: {exc}.")
+    back = f"/accounts/{quote(taken.account_id)}/edit" if taken.editing else "/accounts/new"
+    try:
+        account = AccountDraft.model_validate(taken.account)
+        consented = consent_flow.complete(account, taken.flow, answer, timeout=settings.check_timeout_seconds)
+        document = taken.account | {"oauth2": taken.account["oauth2"] | {"refresh_token": consented.refresh_token.get_secret_value()}}
+        _editor(request).connect(Account.model_validate(document), taken.actor, editing=taken.editing)
+    except consent_flow.ProviderRefused as exc:
+        return result(400, connected=False, back=back, provider_error=exc.error, provider_error_description=exc.description)
+    except consent_flow.ConsentFailed as exc:
+        return result(502, connected=False, back=back, problem=str(exc))
+    except InvalidAccount as exc:
+        return result(422, connected=False, back=back, problem=str(exc))
+    except (AccountExists, AccountNotFound) as exc:
+        return result(409, connected=False, back=back, problem=str(exc))
+    return result(
+        200, connected=True, account_id=taken.account_id, issuer=account.oauth2.issuer, signed_in_as=consented.signed_in_as
+    )
 
 
 def _log_in(request: Request, fields: dict[str, str]) -> Response:
