@@ -9,7 +9,7 @@ from pathlib import Path
 from .component import Component
 from .config_templates import render_to
 from .mail_users import ensure_demo_users
-from .oidc_provider import oidc_client
+from .oidc_provider import ISSUER_PATH, oidc_client, oidc_issuer
 from .os_accounts import Accounts
 from .preflight import MissingTool, find_dovecot
 from .processes import process_start_ticks
@@ -68,7 +68,7 @@ class Dovecot(Component):
         introspector = oidc_client("dovecot")
         render_to(
             "dovecot/dovecot-oauth2.conf.ext.j2", layout.dovecot_oauth2_config, mode=0o640,
-            host=HOST, oidc_port=self.settings.oidc_port, issuer=f"https://{HOST}:{self.settings.oidc_port}",
+            host=HOST, oidc_port=self.settings.oidc_port, issuer_path=ISSUER_PATH, issuer=oidc_issuer(self.settings),
             client_id=introspector.client_id, client_secret=introspector.client_secret,
             mail_domain=MAIL_DOMAIN, ca_file=layout.ca_cert,
         )

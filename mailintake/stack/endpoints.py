@@ -7,7 +7,7 @@ from pathlib import Path
 
 from .layout import StackLayout
 from .mail_users import DEMO_USERS, MailUser
-from .oidc_provider import OIDC_CLIENTS, OidcClient
+from .oidc_provider import OIDC_CLIENTS, OidcClient, oidc_issuer
 from .postgres import APP_DATABASE, APP_PASSWORD, APP_ROLE
 from .settings import HOST, MAIL_DOMAIN, StackSettings
 
@@ -61,7 +61,7 @@ class Endpoints:
             pop3s_port=settings.pop3s_port,
             smtp_port=settings.smtp_port,
             oidc_port=settings.oidc_port,
-            oidc_issuer=f"https://{HOST}:{settings.oidc_port}",
+            oidc_issuer=oidc_issuer(settings),
             oidc_clients=OIDC_CLIENTS,
             ca_file=layout.ca_cert,
             tls_server_name="localhost",

@@ -30,7 +30,7 @@ from .layout import DEPLOY_DIR
 from .mail_users import DEMO_USERS
 from .os_accounts import Accounts
 from .preflight import MissingTool, _search_path
-from .settings import HOST, MAIL_DOMAIN
+from .settings import HOST, MAIL_DOMAIN, StackSettings
 from .tls_probe import client_context
 
 PROVIDER_DIR = DEPLOY_DIR / "oidc-provider"
@@ -120,6 +120,16 @@ OIDC_CLIENTS: tuple[OidcClient, ...] = (
 )
 
 
+#: The issuer's path. msal takes an OpenID Connect authority only with a path (a
+#: "tenant" segment), as Microsoft's own authorities have.
+ISSUER_PATH = "/mailintake"
+
+
+def oidc_issuer(settings: StackSettings) -> str:
+    """The provider's issuer URL (its discovery document is below it)."""
+    return f"https://{HOST}:{settings.oidc_port}{ISSUER_PATH}"
+
+
 def oidc_client(client_id: str) -> OidcClient:
     for client in OIDC_CLIENTS:
         if client.client_id == client_id:
@@ -156,7 +166,7 @@ class OidcProvider(Component):
 
     @property
     def issuer(self) -> str:
-        return f"https://{HOST}:{self.settings.oidc_port}"
+        return oidc_issuer(self.settings)
 
     def address(self) -> str:
         return f"{self.issuer} (OpenID Connect, HTTPS)"

@@ -20,6 +20,8 @@ import { createServer } from 'node:https';
 import { generateKeyPairSync, randomBytes } from 'node:crypto';
 import { readFileSync, writeFileSync, existsSync, renameSync } from 'node:fs';
 
+import Koa from 'koa';
+import mount from 'koa-mount';
 import Provider, { errors } from 'oidc-provider';
 
 const configPath = process.argv[2];
@@ -110,9 +112,16 @@ const provider = new Provider(config.issuer, {
   clientBasedCORS: () => false,
 });
 
+// The issuer has a path (a "tenant": msal takes an OpenID Connect authority only with
+// one); the provider is mounted there, as its documentation shows for Koa.
+const mountPath = new URL(config.issuer).pathname.replace(/\/$/, '');
+const app = new Koa();
+// koa-mount runs the provider's middleware on this app's context: its cookies are signed with these keys.
+app.keys = secrets.cookieKeys;
+app.use(mount(mountPath || '/', provider));
 const server = createServer(
   { cert: readFileSync(config.server_cert), key: readFileSync(config.server_key) },
-  provider.callback(),
+  app.callback(),
 );
 server.listen(config.port, config.host, () => {
   console.log(`oidc-provider ${config.issuer} listening on ${config.host}:${config.port}`);
