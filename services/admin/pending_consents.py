@@ -85,6 +85,8 @@ class PendingConsentStore:
         """The flow of ``state``, removed so it cannot be used again; :class:`ConsentNotFound` if none may finish."""
         if not state:
             raise ConsentNotFound("the identity provider's answer has no state")
+        # Taken in its own transaction, committed before anything is checked: a flow that
+        # fails a check is spent too, so nobody can try it again.
         with self._engine.begin() as connection:
             row = connection.execute(
                 delete(PendingConsent)
@@ -99,19 +101,19 @@ class PendingConsentStore:
                     (PendingConsent.expires_at > func.now()).label("live"),
                 )
             ).first()
-            if row is None:
-                raise ConsentNotFound("no consent flow has this state: it was used already, or never started here")
-            if not row.live:
-                raise ConsentNotFound(f"the consent took longer than {LIFETIME.seconds // 60} minutes: start it again")
-            if browser is None or not secrets.compare_digest(_digest(browser), row.browser_sha256):
-                raise ConsentNotFound("this consent flow was started in another browser (its cookie is missing or wrong)")
-            session_live = connection.scalar(
+            session_live = row is not None and connection.scalar(
                 select(literal_column("1")).where(
                     AdminToken.token_sha256 == row.session_sha256, AdminToken.revoked_at.is_(None)
                 )
-            )
-            if session_live is None:
-                raise ConsentNotFound("the admin token that started this consent flow was revoked meanwhile")
+            ) is not None
+        if row is None:
+            raise ConsentNotFound("no consent flow has this state: it was used already, or never started here")
+        if not row.live:
+            raise ConsentNotFound(f"the consent took longer than {LIFETIME.seconds // 60} minutes: start it again")
+        if browser is None or not secrets.compare_digest(_digest(browser), row.browser_sha256):
+            raise ConsentNotFound("this consent flow was started in another browser (its cookie is missing or wrong)")
+        if not session_live:
+            raise ConsentNotFound("the admin token that started this consent flow was revoked meanwhile")
         try:
             document = json.loads(self._cipher.decrypt(row.payload, row.account_id).get_secret_value())
         except PasswordDecryptionError:
