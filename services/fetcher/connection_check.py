@@ -1,7 +1,8 @@
 """The connection check of one account: each step timed, and on failure the mail
 server's reply exactly as it sent it.
 
-Steps, in order: ``connect`` (TCP), ``tls`` (implicit TLS or STARTTLS/STLS, the
+Steps, in order: ``token`` (OAuth2 accounts only: an access token from the identity
+provider, or its exact refusal), ``connect`` (TCP), ``tls`` (implicit TLS or STARTTLS/STLS, the
 certificate verified), ``capabilities`` (the server's line), ``authentication`` (the
 account's method), ``select`` (IMAP: examine the folder read-only, and check the
 ``move:`` target exists; POP3: STAT). EWS: ``connect``, ``tls``, ``authentication``
@@ -23,10 +24,11 @@ from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict
 
-from services.fetcher.account import Account, AccountProtocol, Security
+from services.fetcher.account import OAUTH2_METHODS, Account, AccountProtocol, Security
 from services.fetcher.imap_mailbox import ImapSession
 from services.fetcher.mail_connection import describe_tcp, describe_tls, open_tcp, tls_context, wrap_tls
 from services.fetcher.mail_source import StepFailed
+from services.fetcher.oauth_tokens import TokenBroker
 from services.fetcher.pop3_mailbox import Pop3Session
 
 REDACTED = "********"
@@ -44,14 +46,15 @@ class CheckStep(BaseModel):
     model_config = ConfigDict(frozen=True, use_attribute_docstrings=True)
 
     name: str
-    """connect, tls, capabilities, authentication, select (IMAP, POP3) or folder (EWS)."""
+    """token (OAuth2), connect, tls, capabilities, authentication, select (IMAP, POP3) or folder (EWS)."""
     outcome: StepOutcome
     milliseconds: float
     """How long the step took."""
     detail: str
     """What the step saw, or why it failed, in our words."""
     server_reply: str | None = None
-    """The server's text exactly as sent: its capability line, or its refusal."""
+    """The server's text exactly as sent: its capability line, or its refusal (for ``token``, the
+    identity provider's ``error: error_description``)."""
 
 
 class CheckReport(BaseModel):
@@ -79,6 +82,8 @@ class CheckReport(BaseModel):
 
 
 def _authentication_method(account: Account) -> str:
+    if account.authentication in OAUTH2_METHODS:
+        return f"{account.authentication.value}: OAuth2 bearer token over SASL XOAUTH2 or OAUTHBEARER"
     if account.protocol is AccountProtocol.EWS:
         return "Kerberos (Negotiate) only" if account.prevent_ntlm else "Kerberos (Negotiate), else NTLM, else Basic"
     if account.protocol is AccountProtocol.POP3:
@@ -86,10 +91,21 @@ def _authentication_method(account: Account) -> str:
     return "AUTHENTICATE PLAIN (SASL, UTF-8)" if account.prevent_plaintext_login else "LOGIN"
 
 
-def check_account(account: Account, *, timeout: float = 30.0, source_address: str | None = None) -> CheckReport:
-    """Run the connection check of ``account``; never raises for a mail-server problem."""
+def check_account(
+    account: Account,
+    *,
+    timeout: float = 30.0,
+    source_address: str | None = None,
+    tokens: TokenBroker | None = None,
+) -> CheckReport:
+    """Run the connection check of ``account``; never raises for a mail-server problem.
+
+    OAuth2 accounts get their token from ``tokens`` (a broker of their own when None, so
+    the check always asks the identity provider afresh).
+    """
     steps: list[CheckStep] = []
     messages: int | None = None
+    access_token: str | None = None
 
     def run(name: str, action: Callable[[], str], skipped: bool = False) -> bool:
         started = time.perf_counter()
@@ -110,10 +126,22 @@ def check_account(account: Account, *, timeout: float = 30.0, source_address: st
 
     if account.protocol is AccountProtocol.EWS:
         return _check_ews(account, timeout, source_address)
+    if account.protocol not in (AccountProtocol.IMAP, AccountProtocol.POP3):
+        raise ValueError(f"the connection check of {account.protocol.value} accounts is not in this module")
+    oauth2 = account.authentication in OAUTH2_METHODS
+    broker = tokens or TokenBroker(timeout=timeout)
+
+    def token() -> str:
+        nonlocal access_token
+        access_token = broker.access_token(account)
+        assert account.oauth2 is not None
+        return f"access token from {account.oauth2.issuer} for client {account.oauth2.client_id} ({account.authentication.value})"
+
+    options = {"source_address": source_address, "access_token": (lambda: access_token or "") if oauth2 else None}
     if account.protocol is AccountProtocol.IMAP:
-        session: ImapSession | Pop3Session = ImapSession(account, timeout, source_address=source_address)
+        session: ImapSession | Pop3Session = ImapSession(account, timeout, **options)
     else:
-        session = Pop3Session(account, timeout, source_address=source_address)
+        session = Pop3Session(account, timeout, **options)
 
     def select() -> str:
         nonlocal messages
@@ -128,6 +156,7 @@ def check_account(account: Account, *, timeout: float = 30.0, source_address: st
         return f"maildrop: {messages} messages, {octets} octets"
 
     plan: list[tuple[str, Callable[[], str], bool]] = [
+        *([("token", token, False)] if oauth2 else []),
         ("connect", session.connect, False),
         ("tls", session.start_tls, account.security is Security.NONE),
         ("capabilities", session.capabilities, False),
@@ -140,7 +169,7 @@ def check_account(account: Account, *, timeout: float = 30.0, source_address: st
                 break
     finally:
         session.close()
-    return _report(account, steps, messages)
+    return _report(account, steps, messages, extra_secrets=(access_token,))
 
 
 def _timed(steps: list[CheckStep], name: str, action: Callable[[], str]) -> bool:
@@ -223,7 +252,9 @@ def _check_ews(account: Account, timeout: float, source_address: str | None) -> 
     return _report(account, steps, messages)
 
 
-def _report(account: Account, steps: list[CheckStep], messages: int | None) -> CheckReport:
+def _report(
+    account: Account, steps: list[CheckStep], messages: int | None, extra_secrets: tuple[str | None, ...] = ()
+) -> CheckReport:
     report = CheckReport(
         account_id=account.id,
         protocol=account.protocol.value,
@@ -237,7 +268,13 @@ def _report(account: Account, steps: list[CheckStep], messages: int | None) -> C
         steps=steps,
         messages=messages,
     )
-    return _without_password(report, account.secret_password())
+    secrets = [account.password, *(
+        (account.oauth2.client_secret, account.oauth2.refresh_token) if account.oauth2 is not None else ()
+    )]
+    for secret in [*(s.get_secret_value() for s in secrets if s is not None), *extra_secrets]:
+        if secret:
+            report = _without_password(report, secret)
+    return report
 
 
 def _without_password(report: CheckReport, password: str) -> CheckReport:

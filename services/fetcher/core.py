@@ -251,6 +251,38 @@ def sasl_plain(username: str, password: str) -> bytes:
     return f"\0{username}\0{password}".encode("utf-8")
 
 
+#: The SASL mechanisms that carry an OAuth2 bearer token, in the order we prefer them:
+#: XOAUTH2 is what Exchange Online and Gmail accept; OAUTHBEARER is the standard (RFC 7628).
+BEARER_MECHANISMS = ("XOAUTH2", "OAUTHBEARER")
+
+
+def choose_bearer_mechanism(offered: set[str] | frozenset[str], preferred: Sequence[str] = BEARER_MECHANISMS) -> str | None:
+    """The first of ``preferred`` the server offers (upper-case mechanism names), or None."""
+    return next((mechanism for mechanism in preferred if mechanism in offered), None)
+
+
+def sasl_bearer(mechanism: str, username: str, token: str, host: str, port: int) -> bytes:
+    """The client's first SASL message carrying ``token`` for mailbox ``username``.
+
+    XOAUTH2 (Microsoft's and Google's): ``user=U^Aauth=Bearer T^A^A``. OAUTHBEARER (RFC 7628):
+    a GS2 header naming ``username`` as authorization identity (',' and '=' escaped),
+    then host, port and the bearer token. For a shared mailbox ``username`` is the shared
+    mailbox's address while the token is the delegate's.
+    """
+    if mechanism == "XOAUTH2":
+        return f"user={username}\x01auth=Bearer {token}\x01\x01".encode()
+    if mechanism == "OAUTHBEARER":
+        identity = username.replace("=", "=3D").replace(",", "=2C")
+        return f"n,a={identity},\x01host={host}\x01port={port}\x01auth=Bearer {token}\x01\x01".encode()
+    raise ValueError(f"not a bearer-token mechanism: {mechanism}")
+
+
+def sasl_bearer_abort(mechanism: str) -> bytes:
+    """The client's answer to the server's error challenge, after which the server sends
+    its final refusal: an empty response for XOAUTH2, a single ^A for OAUTHBEARER (RFC 7628 3.2.3)."""
+    return b"\x01" if mechanism == "OAUTHBEARER" else b""
+
+
 def imap_quoted(text: str) -> str:
     """``text`` as an IMAP quoted string (RFC 3501): backslash and double quote escaped.
 

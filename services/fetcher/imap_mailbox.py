@@ -21,11 +21,21 @@ from imapclient import IMAPClient
 from imapclient.exceptions import IMAPClientError
 from imapclient.response_parser import parse_fetch_response
 
-from services.fetcher.account import Account, Security
-from services.fetcher.core import imap_bodies, imap_quoted, imap_sizes, imap_source_id, imap_uid, plan_fetch
+from services.fetcher.account import OAUTH2_METHODS, Account, Security
+from services.fetcher.core import (
+    imap_bodies,
+    imap_quoted,
+    imap_sizes,
+    imap_source_id,
+    imap_uid,
+    plan_fetch,
+    sasl_bearer,
+    sasl_bearer_abort,
+)
 from services.fetcher.cursor_store import CursorStore
 from services.fetcher.mail_connection import (
     MailSession,
+    bearer_refusal,
     describe_tls,
     network_step,
     tls_context,
@@ -93,8 +103,8 @@ class _IMAPClientOnSocket(IMAPClient):
 class ImapSession(MailSession):
     """One IMAP connection of one account."""
 
-    def __init__(self, account: Account, timeout: float, *, source_address: str | None = None) -> None:
-        super().__init__(account, timeout, source_address=source_address)
+    def __init__(self, account: Account, timeout: float, **options: Any) -> None:
+        super().__init__(account, timeout, **options)
         self._client: IMAPClient | None = None
         self._capabilities: frozenset[str] = frozenset()
 
@@ -140,6 +150,8 @@ class ImapSession(MailSession):
         """Log in with the account's method; the password is never sent in the clear
         unless prevent_plaintext_login is off and security is none."""
         account, client = self.account, self._greet("authentication")
+        if account.authentication in OAUTH2_METHODS:
+            return self._bearer_login(client)
         username, password = account.username, account.secret_password()
         if account.prevent_plaintext_login:
             if "AUTH=PLAIN" not in self._capabilities:
@@ -189,6 +201,31 @@ class ImapSession(MailSession):
             except IMAPClientError as exc:
                 raise MailServerError("authentication", _server_text(exc)) from None
         return f"LOGIN as {username}"
+
+    def _bearer_login(self, client: IMAPClient) -> str:
+        """AUTHENTICATE XOAUTH2 or OAUTHBEARER with the account's access token."""
+        account = self.account
+        offered = {c.removeprefix("AUTH=") for c in self._capabilities if c.startswith("AUTH=")}
+        mechanism = self._bearer_mechanism(offered)
+        token = self._bearer_token()
+        message = sasl_bearer(mechanism, account.username, token, account.host, account.port)
+        challenges: list[bytes] = []
+
+        def respond(challenge: bytes) -> bytes:
+            # The first continuation is empty and asks for our message; a second one is
+            # the server's error challenge, answered so that it sends its final reply.
+            if not challenges:
+                challenges.append(b"")
+                return message
+            challenges.append(challenge)
+            return sasl_bearer_abort(mechanism)
+
+        with network_step("authentication", self._timeout):
+            try:
+                client.sasl_login(mechanism, respond)
+            except IMAPClientError as exc:
+                raise MailServerError("authentication", _server_text(exc), bearer_refusal(mechanism, challenges[1:])) from None
+        return f"AUTHENTICATE {mechanism} as {account.username}"
 
     def open(self) -> None:
         """Connect, secure, read capabilities and authenticate."""
@@ -333,12 +370,11 @@ class ImapSession(MailSession):
 class ImapMailbox:
     """The mail source of one IMAP folder, with its high-water mark in PostgreSQL."""
 
-    def __init__(
-        self, account: Account, cursors: CursorStore, timeout: float, *, source_address: str | None = None
-    ) -> None:
+    def __init__(self, account: Account, cursors: CursorStore, timeout: float, **options: Any) -> None:
+        """``options`` go to :class:`ImapSession` (source_address, access_token, bearer_mechanisms)."""
         self.account = account
         self._cursors = cursors
-        self._session = ImapSession(account, timeout, source_address=source_address)
+        self._session = ImapSession(account, timeout, **options)
         self._uidvalidity = 0
         self._sizes: dict[str, int] = {}
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import socket
 import ssl
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
 from services.fetcher.account import Account
+from services.fetcher.core import BEARER_MECHANISMS, choose_bearer_mechanism
 from services.fetcher.mail_source import MailServerError, StepFailed
 
 
@@ -82,15 +83,58 @@ class MailSession:
 
     ``source_address`` binds the local end (hosts with several addresses; the tests
     use it to look like a remote client to Dovecot).
+
+    ``access_token`` gives the OAuth2 access token of an ``oauth2_*`` account when
+    authentication needs it (the fetcher's :class:`~services.fetcher.oauth_tokens.TokenBroker`,
+    or the token the connection check obtained in its own step); ``bearer_mechanisms``
+    is the order in which XOAUTH2 and OAUTHBEARER are tried among those the server offers.
     """
 
-    def __init__(self, account: Account, timeout: float, *, source_address: str | None = None) -> None:
+    def __init__(
+        self,
+        account: Account,
+        timeout: float,
+        *,
+        source_address: str | None = None,
+        access_token: Callable[[], str] | None = None,
+        bearer_mechanisms: Sequence[str] = BEARER_MECHANISMS,
+    ) -> None:
         self.account = account
         self._timeout = timeout
         self._source_address = source_address
+        self._access_token = access_token
+        self._bearer_mechanisms = tuple(bearer_mechanisms)
         self._sock: socket.socket | None = None
         self._encrypted = False
         self.capability_line = ""
+
+    def _bearer_mechanism(self, offered: set[str]) -> str:
+        """The SASL mechanism for the account's token, or the refusal to send it (before anything is sent)."""
+        mechanism = choose_bearer_mechanism(offered, self._bearer_mechanisms)
+        if mechanism is None:
+            raise MailServerError(
+                "authentication",
+                self.capability_line,
+                f"The account authenticates with {self.account.authentication.value}, and the server offers none of "
+                f"the SASL mechanisms that carry an OAuth2 token ({', '.join(self._bearer_mechanisms)}). "
+                "The token was not sent.",
+            )
+        if not self._encrypted:
+            raise MailServerError(
+                "authentication",
+                None,
+                "The access token was not sent: with security none it would travel unencrypted, and anyone "
+                "who reads it can use it until it expires. Use tls or starttls.",
+            )
+        return mechanism
+
+    def _bearer_token(self) -> str:
+        if self._access_token is None:
+            raise MailServerError(
+                "token", None, f"The account authenticates with {self.account.authentication.value}, but no token source was given."
+            )
+        return self._access_token()
+
 
     def connect(self) -> str:
         self._sock = open_tcp(self.account.host, self.account.port, self._timeout, self._source_address)
@@ -105,3 +149,12 @@ class MailSession:
         if self._sock is None:
             raise RuntimeError("connect() first")
         return self._sock
+
+
+def bearer_refusal(mechanism: str, challenges: Sequence[bytes]) -> str:
+    """Our sentence on a refused token, quoting the server's SASL error challenge (RFC 7628
+    status JSON) exactly when it sent one."""
+    said = [c.decode("utf-8", "replace") for c in challenges if c]
+    if said:
+        return f"The server refused the OAuth2 token ({mechanism}); its SASL error challenge was {' '.join(said)}."
+    return f"The server refused the OAuth2 token ({mechanism})."

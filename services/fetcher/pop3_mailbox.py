@@ -16,12 +16,13 @@ import base64
 import poplib
 import socket
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import structlog
 
-from services.fetcher.account import Account, Security
-from services.fetcher.core import parse_uidl_listing, plan_pop3, pop3_source_id, sasl_plain
-from services.fetcher.mail_connection import MailSession, describe_tls, network_step, tls_context
+from services.fetcher.account import OAUTH2_METHODS, Account, Security
+from services.fetcher.core import parse_uidl_listing, plan_pop3, pop3_source_id, sasl_bearer, sasl_bearer_abort, sasl_plain
+from services.fetcher.mail_connection import MailSession, bearer_refusal, describe_tls, network_step, tls_context
 from services.fetcher.mail_source import MailServerError
 from services.fetcher.uidl_store import UidlStore
 
@@ -73,8 +74,8 @@ class _POP3OnSocket(poplib.POP3):
 class Pop3Session(MailSession):
     """One POP3 connection of one account."""
 
-    def __init__(self, account: Account, timeout: float, *, source_address: str | None = None) -> None:
-        super().__init__(account, timeout, source_address=source_address)
+    def __init__(self, account: Account, timeout: float, **options: Any) -> None:
+        super().__init__(account, timeout, **options)
         self._pop: _POP3OnSocket | None = None
         self._capability_lines: list[str] = []
 
@@ -122,11 +123,13 @@ class Pop3Session(MailSession):
         """Log in with the account's method; the password is never sent in the clear
         unless prevent_plaintext_login is off and security is none."""
         account, pop = self.account, self._greet("authentication")
+        mechanisms = {
+            word.upper() for line in self._capability_lines if line.upper().startswith("SASL ") for word in line.split()[1:]
+        }
+        if account.authentication in OAUTH2_METHODS:
+            return self._bearer_login(pop, mechanisms)
         username, password = account.username, account.secret_password()
         if account.prevent_plaintext_login:
-            mechanisms = {
-                word.upper() for line in self._capability_lines if line.upper().startswith("SASL ") for word in line.split()[1:]
-            }
             if "PLAIN" not in mechanisms:
                 raise MailServerError(
                     "authentication",
@@ -164,6 +167,27 @@ class Pop3Session(MailSession):
             except poplib.error_proto as exc:
                 raise MailServerError("authentication", _server_text(exc)) from None
         return f"USER/PASS as {username}"
+
+    def _bearer_login(self, pop: _POP3OnSocket, offered: set[str]) -> str:
+        """AUTH XOAUTH2 or OAUTHBEARER (RFC 5034) with the account's access token."""
+        account = self.account
+        mechanism = self._bearer_mechanism(offered)
+        token = self._bearer_token()
+        message = sasl_bearer(mechanism, account.username, token, account.host, account.port)
+        challenges: list[bytes] = []
+        with network_step("authentication", self._timeout):
+            try:
+                pop.command(f"AUTH {mechanism}")
+                answer = pop.command(base64.b64encode(message).decode("ascii"))
+                if answer == b"+" or answer.startswith(b"+ "):
+                    # An error challenge (RFC 7628 status JSON): answer it, and the server
+                    # sends its final -ERR, raised below with its exact text.
+                    challenges.append(base64.b64decode(answer[1:].strip() or b""))
+                    pop.command(base64.b64encode(sasl_bearer_abort(mechanism)).decode("ascii"))
+                    raise MailServerError("authentication", None, bearer_refusal(mechanism, challenges) + " It accepted the abort instead of refusing.")
+            except poplib.error_proto as exc:
+                raise MailServerError("authentication", _server_text(exc), bearer_refusal(mechanism, challenges)) from None
+        return f"AUTH {mechanism} as {account.username}"
 
     def open(self) -> None:
         """Connect, secure, read capabilities and authenticate."""
@@ -250,10 +274,11 @@ class Pop3Session(MailSession):
 class Pop3Mailbox:
     """The mail source of one POP3 maildrop, with its produced UIDLs in PostgreSQL."""
 
-    def __init__(self, account: Account, uidls: UidlStore, timeout: float, *, source_address: str | None = None) -> None:
+    def __init__(self, account: Account, uidls: UidlStore, timeout: float, **options: Any) -> None:
+        """``options`` go to :class:`Pop3Session` (source_address, access_token, bearer_mechanisms)."""
         self.account = account
         self._uidls = uidls
-        self._session = Pop3Session(account, timeout, source_address=source_address)
+        self._session = Pop3Session(account, timeout, **options)
         self._numbers: dict[str, int] = {}
 
     def open(self) -> None:

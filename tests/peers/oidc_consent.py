@@ -45,7 +45,7 @@ def sign_in_and_consent(
     mailbox: str,
     *,
     client_id: str = "mailintake-delegated",
-    scope: str = "openid offline_access email mail",
+    scope: str = "openid offline_access email profile mail",
 ) -> Consent:
     """Sign in as ``mailbox``, consent, and redeem the code; the tokens the provider issued."""
     client = endpoints.oidc_client(client_id)
