@@ -23,7 +23,6 @@ import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
 import jwt
 import msal
@@ -33,21 +32,15 @@ from authlib.integrations.requests_client import OAuth2Session
 from authlib.integrations.base_client.errors import OAuthError
 from pydantic import SecretStr
 
-from services.fetcher.account import Account, AccountProtocol, Authentication, OAuth2, OAuth2Provider
+from services.fetcher.account import Account, Authentication, OAuth2, OAuth2Provider
+# The token layer's way of reaching a provider (CA file on every request, msal's certificate
+# credential), so the consent and the later refreshes trust and authenticate alike.
+from services.fetcher.oauth_tokens import TokenRefused, _certificate_credential, _is_entra, _TrustingSession, token_scopes
 
 CALLBACK_PATH = "/accounts/oauth/callback"
-MICROSOFT_LOGIN_HOST = "login.microsoftonline.com"
 
 #: Scopes msal adds by itself, and refuses to be given: it always asks for an ID token and a refresh token.
 _MSAL_RESERVED = frozenset({"openid", "profile", "offline_access"})
-
-#: Exchange Online's delegated scopes by protocol (Microsoft's documented values).
-_MICROSOFT_DELEGATED_SCOPES = {
-    AccountProtocol.IMAP: ("https://outlook.office.com/IMAP.AccessAsUser.All",),
-    AccountProtocol.POP3: ("https://outlook.office.com/POP.AccessAsUser.All",),
-    AccountProtocol.GRAPH: ("https://graph.microsoft.com/Mail.ReadWrite",),
-}
-
 
 class ConsentFailed(Exception):
     """The flow cannot start or finish; the message says why, for the admin."""
@@ -85,14 +78,10 @@ def redirect_uri(public_url: str) -> str:
 
 
 def consent_scopes(account: Account) -> list[str]:
-    """The scopes to consent to: the account's own, else Exchange Online's for its protocol (Microsoft).
-
-    A refresh token can later be redeemed only for scopes consented to here.
-    """
+    """The scopes to consent to: those the token layer later asks for (``token_scopes``),
+    since a refresh token is redeemed only for scopes consented to here."""
     oauth2 = _oauth2(account)
-    scopes = list(oauth2.scopes)
-    if not scopes and oauth2.provider is OAuth2Provider.MICROSOFT:
-        scopes = list(_MICROSOFT_DELEGATED_SCOPES.get(account.protocol, ()))
+    scopes = list(token_scopes(account))
     if oauth2.provider is OAuth2Provider.MICROSOFT:
         return [scope for scope in scopes if scope not in _MSAL_RESERVED]
     # A standard client must ask for the ID token and the refresh token itself.
@@ -144,6 +133,9 @@ def complete(account: Account, pending: Mapping[str, Any], answer: Mapping[str, 
             result, claims = _oidc_exchange(account, oauth2, pending, answer, timeout)
     except requests.RequestException as exc:
         raise ConsentFailed(f"the identity provider at {oauth2.issuer} cannot be asked: {exc}") from None
+    except ValueError as exc:
+        # msal's own checks of the answer against the flow (state, nonce).
+        raise ConsentFailed(f"the identity provider's answer does not fit this flow: {exc}") from None
     refresh_token = result.get("refresh_token")
     if not refresh_token:
         raise ConsentFailed(
@@ -163,59 +155,30 @@ def _oauth2(account: Account) -> OAuth2:
     return account.oauth2
 
 
-def _http(oauth2: OAuth2, timeout: float) -> requests.Session:
-    session = requests.Session()
-    # Not the environment's CA bundle or proxies: requests lets REQUESTS_CA_BUNDLE override
-    # a session's own verify, which would silently drop the account's CA file.
-    session.trust_env = False
-    session.verify = str(oauth2.ca_file) if oauth2.ca_file else True
-    session.request = _with_timeout(session.request, timeout)  # type: ignore[method-assign]
-    return session
-
-
-def _with_timeout(request, timeout: float):
-    def timed(method, url, **kwargs):
-        kwargs.setdefault("timeout", timeout)
-        return request(method, url, **kwargs)
-
-    return timed
+def _http(oauth2: OAuth2) -> requests.Session:
+    return _TrustingSession(str(oauth2.ca_file) if oauth2.ca_file else True)
 
 
 def _msal_app(oauth2: OAuth2, timeout: float) -> msal.ClientApplication:
-    authority = oauth2.issuer
-    where = (
-        {"authority": authority}
-        if urlsplit(authority).hostname == MICROSOFT_LOGIN_HOST
-        else {"oidc_authority": authority}
-    )
-    http = _http(oauth2, timeout)
-    if oauth2.client_secret is not None:
-        credential: Any = oauth2.client_secret.get_secret_value()
-    elif oauth2.certificate_file is not None:
-        credential = _certificate_credential(oauth2)
+    where = {"authority": oauth2.issuer} if _is_entra(oauth2.issuer) else {"oidc_authority": oauth2.issuer}
+    http = _http(oauth2)
+    if oauth2.certificate_file is not None:
+        try:
+            credential: Any = _certificate_credential(oauth2.certificate_file)
+        except TokenRefused as exc:
+            raise ConsentFailed(exc.explanation or str(exc)) from None
+    elif oauth2.client_secret is not None:
+        credential = oauth2.client_secret.get_secret_value()
     else:
-        return msal.PublicClientApplication(oauth2.client_id, http_client=http, **where)
-    return msal.ConfidentialClientApplication(oauth2.client_id, client_credential=credential, http_client=http, **where)
-
-
-def _certificate_credential(oauth2: OAuth2) -> dict[str, str]:
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes
-
-    try:
-        pem = oauth2.certificate_file.read_bytes()  # type: ignore[union-attr]
-    except OSError as exc:
-        raise ConsentFailed(f"oauth2.certificate_file {oauth2.certificate_file}: {exc.strerror}") from None
-    try:
-        certificate = x509.load_pem_x509_certificate(pem)
-    except ValueError:
-        raise ConsentFailed(f"oauth2.certificate_file {oauth2.certificate_file}: no PEM certificate in it") from None
-    return {"private_key": pem.decode("ascii"), "thumbprint": certificate.fingerprint(hashes.SHA1()).hex()}  # noqa: S303 - msal wants the SHA-1 thumbprint
+        return msal.PublicClientApplication(oauth2.client_id, http_client=http, timeout=timeout, **where)
+    return msal.ConfidentialClientApplication(
+        oauth2.client_id, client_credential=credential, http_client=http, timeout=timeout, **where
+    )
 
 
 def _discovery(oauth2: OAuth2, timeout: float) -> dict[str, Any]:
     url = oauth2.issuer.rstrip("/") + "/.well-known/openid-configuration"
-    response = _http(oauth2, timeout).get(url)
+    response = _http(oauth2).get(url, timeout=timeout)
     response.raise_for_status()
     metadata = response.json()
     if metadata.get("issuer") != oauth2.issuer:
@@ -232,9 +195,11 @@ def _oidc_session(oauth2: OAuth2, callback: str, scopes: list[str], timeout: flo
         code_challenge_method="S256",
         token_endpoint_auth_method="client_secret_basic" if oauth2.client_secret else "none",
     )
+    # A session's own verify loses to REQUESTS_CA_BUNDLE (see _TrustingSession): pass it per request.
     session.trust_env = False
-    session.verify = str(oauth2.ca_file) if oauth2.ca_file else True
-    session.request = _with_timeout(session.request, timeout)  # type: ignore[method-assign]
+    trust = str(oauth2.ca_file) if oauth2.ca_file else True
+    request = session.request
+    session.request = lambda method, url, **kw: request(method, url, **{"timeout": timeout, **kw, "verify": trust})  # type: ignore[method-assign]
     return session
 
 
