@@ -25,7 +25,8 @@ from services.fetcher.account import Account, InvalidAccountFile
 
 EXPORT_HEADER = (
     "# Exported by `mailintake accounts export`. Passwords are not in this file: set each\n"
-    "# MAILINTAKE_ACCOUNT_<ID>_PASSWORD variable (or change the reference) before `accounts import`.\n"
+    "# MAILINTAKE_ACCOUNT_<ID>_PASSWORD variable (or change the reference) before `accounts import`;\n"
+    "# OAuth2 secrets likewise: MAILINTAKE_ACCOUNT_<ID>_CLIENT_SECRET and _REFRESH_TOKEN.\n"
 )
 
 
@@ -33,9 +34,14 @@ class PasswordReferenceError(ValueError):
     """A password reference cannot be resolved; the message says which variable or file."""
 
 
-def password_variable(account_id: str) -> str:
-    """The environment variable an export refers to for this account's password."""
-    return "MAILINTAKE_ACCOUNT_" + re.sub(r"[^A-Z0-9]", "_", account_id.upper()) + "_PASSWORD"
+def password_variable(account_id: str, secret: str = "password") -> str:
+    """The environment variable an export refers to for this account's password (or its
+    OAuth2 ``client_secret`` / ``refresh_token``)."""
+    return "MAILINTAKE_ACCOUNT_" + re.sub(r"[^A-Z0-9]", "_", account_id.upper()) + "_" + secret.upper()
+
+
+#: Secrets of the oauth2 section that take the same references as the password.
+OAUTH2_SECRETS = ("client_secret", "refresh_token")
 
 
 def resolve_password(value: object, base_dir: Path, environ: Mapping[str, str]) -> object:
@@ -89,6 +95,17 @@ def read_account_file(path: Path, environ: Mapping[str, str] | None = None) -> l
                     entry["password"] = resolve_password(entry["password"], path.parent, environ)
                 except PasswordReferenceError as exc:
                     raise InvalidAccountFile(f"{path}: account {label}: password: {exc}") from None
+            if isinstance(entry.get("oauth2"), dict):
+                oauth2 = entry["oauth2"] = dict(entry["oauth2"])
+                for name in ("ca_file", "certificate_file"):
+                    if oauth2.get(name):
+                        oauth2[name] = str(path.parent / oauth2[name])
+                for name in OAUTH2_SECRETS:
+                    if name in oauth2:
+                        try:
+                            oauth2[name] = resolve_password(oauth2[name], path.parent, environ)
+                        except PasswordReferenceError as exc:
+                            raise InvalidAccountFile(f"{path}: account {label}: oauth2.{name}: {exc}") from None
         try:
             accounts.append(Account.model_validate(entry))
         except ValidationError as exc:
@@ -106,12 +123,18 @@ def read_account_file(path: Path, environ: Mapping[str, str] | None = None) -> l
 
 
 def exported_entry(account: Account) -> dict[str, Any]:
-    """One account as an export writes it: fields that differ from the defaults, the password as a reference."""
+    """One account as an export writes it: fields that differ from the defaults, secrets as references."""
     entry: dict[str, Any] = {"id": account.id, "name": account.name, "protocol": account.protocol.value}
-    for field, value in account.model_dump(mode="json", exclude={"password"}, exclude_defaults=True).items():
+    dumped = account.model_dump(mode="json", exclude={"password": True, "oauth2": set(OAUTH2_SECRETS)}, exclude_defaults=True)
+    for field, value in dumped.items():
         entry.setdefault(field, value)
-        if field == "username":
+        if field == "username" and account.password is not None:
             entry["password"] = {"env": password_variable(account.id)}
+    if account.oauth2 is not None:
+        oauth2 = entry["oauth2"] = dict(account.oauth2.model_dump(mode="json", exclude=set(OAUTH2_SECRETS), exclude_defaults=True))
+        for name in OAUTH2_SECRETS:
+            if getattr(account.oauth2, name) is not None:
+                oauth2[name] = {"env": password_variable(account.id, name)}
     return entry
 
 

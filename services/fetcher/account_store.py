@@ -3,7 +3,9 @@
 Every non-secret field of :class:`Account` lives in the ``settings`` JSONB column and is
 validated by the model on the way in and on the way out; ``name``, ``protocol`` and
 ``enabled`` are mirrored into columns for listing. The password is only ever stored
-as a Fernet token (see ``password_cipher``).
+as a Fernet token (see ``password_cipher``), and so are an OAuth2 account's client secret
+and refresh token (one JSON object, ``oauth2_secrets_ciphertext``): ``settings`` never
+holds them, not even masked.
 
 An import is declarative: :func:`plan_import` (pure) compares the file with what is
 stored, and only real changes are written, each bumping that account's ``revision``.
@@ -12,6 +14,7 @@ Reports name changed fields, never their values.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -84,12 +87,26 @@ class ImportReport:
         return lines
 
 
+#: The secret fields of the ``oauth2`` section, stored encrypted and never in ``settings``.
+OAUTH2_SECRET_FIELDS = ("client_secret", "refresh_token")
+
+
 @dataclass(frozen=True)
 class StoredView:
-    """What a plan compares against: the stored settings and the decrypted password (None if it does not decrypt)."""
+    """What a plan compares against: the stored settings and the decrypted secrets (None if they do not decrypt)."""
 
     settings: Mapping[str, Any]
     password: SecretStr | None
+    oauth2_secrets: Mapping[str, str] | None = None
+    """client_secret and refresh_token, where stored."""
+
+
+def oauth2_secrets_of(account: Account) -> dict[str, str]:
+    """The OAuth2 secrets the account carries, by field name (empty for other methods)."""
+    if account.oauth2 is None:
+        return {}
+    found = {name: getattr(account.oauth2, name) for name in OAUTH2_SECRET_FIELDS}
+    return {name: value.get_secret_value() for name, value in found.items() if value is not None}
 
 
 @dataclass(frozen=True)
@@ -128,8 +145,12 @@ ChangeHook = Callable[[Connection, AccountChange], None]
 
 
 def settings_of(account: Account) -> dict[str, Any]:
-    """The JSONB ``settings`` of an account: every field but the password."""
-    return account.model_dump(mode="json", exclude={"password"})
+    """The JSONB ``settings`` of an account: every field but the password and the OAuth2 secrets.
+
+    Excluded rather than dumped: a dump would write them masked ('**********'), and reading
+    that back would replace the real secret with the mask.
+    """
+    return account.model_dump(mode="json", exclude={"password": True, "oauth2": set(OAUTH2_SECRET_FIELDS)})
 
 
 def changed_fields(old: Mapping[str, Any], new: Mapping[str, Any], prefix: str = "") -> list[str]:
@@ -148,8 +169,12 @@ def account_change(account: Account, stored: StoredView | None) -> AccountChange
     if stored is None:
         return AccountChange(account.id, ChangeAction.ADDED)
     fields = changed_fields(stored.settings, settings_of(account))
-    if stored.password is None or stored.password.get_secret_value() != account.secret_password():
+    stored_password = stored.password.get_secret_value() if stored.password is not None else None
+    if stored_password != (account.password.get_secret_value() if account.password is not None else None):
         fields.append("password")
+    stored_secrets = stored.oauth2_secrets or {}
+    wanted_secrets = oauth2_secrets_of(account)
+    fields.extend(f"oauth2.{name}" for name in OAUTH2_SECRET_FIELDS if stored_secrets.get(name) != wanted_secrets.get(name))
     return AccountChange(account.id, ChangeAction.CHANGED if fields else ChangeAction.UNCHANGED, tuple(fields))
 
 
@@ -194,8 +219,15 @@ class AccountStore:
         return [self._account(row) for row in self._rows(enabled_only=True)]
 
     def configured_accounts(self) -> list[Account]:
-        """Every account with an empty password, for exports: they never need the key and never hold a secret."""
-        return [self._validated(row, SecretStr("")) for row in self._rows(enabled_only=False)]
+        """Every account with empty secrets, for exports: they never need the key and never hold a secret."""
+        return [
+            self._validated(
+                row,
+                SecretStr("") if row.password_ciphertext is not None else None,
+                dict.fromkeys(self._stored_secret_names(row), "") if row.oauth2_secrets_ciphertext is not None else {},
+            )
+            for row in self._rows(enabled_only=False)
+        ]
 
     def summaries(self) -> list[AccountSummary]:
         query = (
@@ -304,17 +336,42 @@ class AccountStore:
         count = 0
         with self._engine.begin() as connection:
             self._lock(connection)
-            rows = connection.execute(select(StoredAccount.id, StoredAccount.password_ciphertext)).all()
-            for account_id, ciphertext in rows:
-                if ciphertext is None:
-                    continue
-                connection.execute(
-                    update(StoredAccount)
-                    .where(StoredAccount.id == account_id)
-                    .values(password_ciphertext=self.cipher.reencrypt(ciphertext, account_id))
-                )
-                count += 1
+            rows = connection.execute(
+                select(StoredAccount.id, StoredAccount.password_ciphertext, StoredAccount.oauth2_secrets_ciphertext)
+            ).all()
+            for account_id, password, oauth2_secrets in rows:
+                values = {
+                    column: self.cipher.reencrypt(ciphertext, account_id)
+                    for column, ciphertext in (("password_ciphertext", password), ("oauth2_secrets_ciphertext", oauth2_secrets))
+                    if ciphertext is not None
+                }
+                if values:
+                    connection.execute(update(StoredAccount).where(StoredAccount.id == account_id).values(**values))
+                    count += 1
         return count
+
+    def store_rotated_refresh_token(self, account_id: str, previous: str, new: str) -> bool:
+        """Replace the stored refresh token ``previous`` by the one the provider rotated.
+
+        Only if ``previous`` is still the stored one: a new consent stored meanwhile wins.
+        The revision stays (the configuration did not change). Returns whether it was stored.
+        """
+        with self._engine.begin() as connection:
+            self._lock(connection)
+            row = connection.execute(
+                select(StoredAccount.id, StoredAccount.oauth2_secrets_ciphertext).where(StoredAccount.id == account_id)
+            ).first()
+            if row is None or row.oauth2_secrets_ciphertext is None:
+                return False
+            secrets = self._decrypt_secrets(row.oauth2_secrets_ciphertext, account_id)
+            if secrets.get("refresh_token") != previous:
+                return False
+            connection.execute(
+                update(StoredAccount)
+                .where(StoredAccount.id == account_id)
+                .values(oauth2_secrets_ciphertext=self._encrypt_secrets({**secrets, "refresh_token": new}))
+            )
+        return True
 
     # --- internals -----------------------------------------------------------
     @staticmethod
@@ -330,24 +387,47 @@ class AccountStore:
             return connection.execute(query).all()
 
     def _view(self, row: Row) -> StoredView:
-        password = None
+        password, secrets = None, None
+        # Secrets that do not decrypt count as changed: the file supplies them again, so an import repairs them.
         if row.password_ciphertext is not None:
             try:
                 password = self.cipher.decrypt(row.password_ciphertext, row.id)
             except PasswordDecryptionError:
-                # The file supplies the password again, so an import repairs it; it shows as changed.
                 password = None
-        return StoredView(settings=row.settings, password=password)
+        if row.oauth2_secrets_ciphertext is not None:
+            try:
+                secrets = self._decrypt_secrets(row.oauth2_secrets_ciphertext, row.id)
+            except PasswordDecryptionError:
+                secrets = None
+        return StoredView(settings=row.settings, password=password, oauth2_secrets=secrets)
 
     def _account(self, row: Row) -> Account:
-        if row.password_ciphertext is None:
+        oauth2 = row.settings.get("oauth2") is not None
+        if row.password_ciphertext is None and not oauth2:
             raise StoredAccountInvalid(f"account {row.id!r} has no stored password; import it again")
-        return self._validated(row, self.cipher.decrypt(row.password_ciphertext, row.id))
+        password = None if row.password_ciphertext is None else self.cipher.decrypt(row.password_ciphertext, row.id)
+        secrets = {} if row.oauth2_secrets_ciphertext is None else self._decrypt_secrets(row.oauth2_secrets_ciphertext, row.id)
+        return self._validated(row, password, secrets)
+
+    def _encrypt_secrets(self, secrets: Mapping[str, str]) -> bytes:
+        return self.cipher.encrypt(SecretStr(json.dumps(dict(secrets), sort_keys=True)))
+
+    def _decrypt_secrets(self, ciphertext: bytes, account_id: str) -> dict[str, str]:
+        return json.loads(self.cipher.decrypt(ciphertext, account_id).get_secret_value())
 
     @staticmethod
-    def _validated(row: Row, password: SecretStr) -> Account:
+    def _stored_secret_names(row: Row) -> tuple[str, ...]:
+        """Which OAuth2 secrets an account of this method has, without the key (for exports)."""
+        method = row.settings.get("authentication")
+        return ("client_secret", "refresh_token") if method == "oauth2_refresh_token" else ("client_secret",)
+
+    @staticmethod
+    def _validated(row: Row, password: SecretStr | None, oauth2_secrets: Mapping[str, str]) -> Account:
+        settings = dict(row.settings)
+        if oauth2_secrets and settings.get("oauth2") is not None:
+            settings["oauth2"] = {**settings["oauth2"], **oauth2_secrets}
         try:
-            return Account.model_validate({**row.settings, "id": row.id, "enabled": row.enabled, "password": password})
+            return Account.model_validate({**settings, "id": row.id, "enabled": row.enabled, "password": password})
         except ValidationError as exc:
             problems = "; ".join(
                 f"{'.'.join(map(str, e['loc'])) or 'account'}: {e['msg']}" for e in exc.errors(include_input=False)
@@ -365,7 +445,8 @@ class AccountStore:
             "protocol": account.protocol.value,
             "enabled": account.enabled,
             "settings": settings_of(account),
-            "password_ciphertext": self.cipher.encrypt(account.password),
+            "password_ciphertext": None if account.password is None else self.cipher.encrypt(account.password),
+            "oauth2_secrets_ciphertext": self._encrypt_secrets(secrets) if (secrets := oauth2_secrets_of(account)) else None,
         }
         if change.action is ChangeAction.ADDED:
             connection.execute(insert(StoredAccount).values(id=account.id, **values))

@@ -30,6 +30,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 import structlog
 from kafka import KafkaProducer
@@ -40,13 +41,14 @@ from mailintake.claim_check import ClaimCheckStore
 from mailintake.contracts.records import record_encoder
 from mailintake.database import engine_for
 from mailintake.runtime.http_endpoint import Health
-from services.fetcher.account import Account, AccountProtocol
+from services.fetcher.account import OAUTH2_METHODS, Account, AccountProtocol
 from services.fetcher.account_store import AccountStore
 from services.fetcher.core import chunked, chunks_by_size, mail_record
 from services.fetcher.cursor_store import CursorStore
 from services.fetcher.imap_mailbox import ImapMailbox
 from services.fetcher.mail_source import MailServerError, MailSource, StepFailed
 from services.fetcher.mailbox_ownership import MailboxOwnership
+from services.fetcher.oauth_tokens import RotatedRefreshToken, TokenBroker, TokenRefused
 from services.fetcher.poll_schedule import PollSchedule
 from services.fetcher.pop3_mailbox import Pop3Mailbox
 from services.fetcher.settings import FetcherSettings, MailboxOwnershipMode
@@ -69,6 +71,12 @@ LAST_SUCCESS = Gauge("mailintake_fetcher_last_success_timestamp_seconds", "End o
 LAST_ERROR = Gauge("mailintake_fetcher_last_error_timestamp_seconds", "Time of the last failed poll", ["account_id"])
 FAILURES = Gauge("mailintake_fetcher_consecutive_failures", "Failed polls since the last good one", ["account_id"])
 ERRORS = Counter("mailintake_fetcher_errors_total", "Failed polls", ["account_id", "step"])
+TOKEN_REFUSALS = Counter(
+    "mailintake_fetcher_token_refusals_total",
+    "OAuth2 access tokens the identity provider refused, by its error code (AADSTS code or OAuth2 error); "
+    "the full text is in the account status",
+    ["account_id", "error"],
+)
 
 
 @contextmanager
@@ -112,8 +120,17 @@ class Fetcher:
         source_address: str | None = None,
         refresh_accounts: Callable[[], list[Account]] | None = None,
         ownership: MailboxOwnership | None = None,
+        tokens: TokenBroker | None = None,
+        on_rotated_refresh_token: RotatedRefreshToken | None = None,
     ) -> None:
+        """``on_rotated_refresh_token`` stores a refresh token the identity provider rotated
+        (the stored accounts' encrypted copy), used only when ``tokens`` is not given."""
         self._settings = settings
+        self._tokens = tokens or TokenBroker(
+            timeout=settings.timeout_seconds,
+            refresh_margin_seconds=settings.token_refresh_margin_seconds,
+            on_rotated_refresh_token=on_rotated_refresh_token,
+        )
         self._ownership = ownership
         self._enabled = {a.id: a for a in accounts if a.enabled}
         self._accounts = self._owned(self._enabled)
@@ -168,6 +185,11 @@ class Fetcher:
                 account.id, at=now, lag_seconds=lag_seconds, step=failure.step, error=failure.message, mails=progress.mails
             )
             ERRORS.labels(account.id, failure.step).inc()
+            if isinstance(failure, TokenRefused):
+                TOKEN_REFUSALS.labels(account.id, failure.error_code).inc()
+            elif failure.step == "authentication" and account.authentication in OAUTH2_METHODS:
+                # The server refused the token (revoked, say): ask the provider afresh next time.
+                self._tokens.forget(account.id)
             LAST_ERROR.labels(account.id).set(now.timestamp())
             FAILURES.labels(account.id).set(failures)
             raise
@@ -246,11 +268,11 @@ class Fetcher:
         """An open, authenticated source for the account's protocol."""
         timeout = self._settings.timeout_seconds
         if account.protocol is AccountProtocol.IMAP:
-            imap = ImapMailbox(account, self._cursors, timeout, source_address=self._source_address)
+            imap = ImapMailbox(account, self._cursors, timeout, **self._session_options(account))
             imap.open()
             return imap
         if account.protocol is AccountProtocol.POP3:
-            pop3 = Pop3Mailbox(account, self._uidls, timeout, source_address=self._source_address)
+            pop3 = Pop3Mailbox(account, self._uidls, timeout, **self._session_options(account))
             pop3.open()
             return pop3
         if account.protocol is AccountProtocol.EWS:
@@ -260,6 +282,12 @@ class Fetcher:
 
             return EwsMailbox(account, EwsItemStore(self._engine), timeout).open()
         raise StepFailed("protocol", None, f"{account.protocol.value} fetching is not available in this version")
+
+    def _session_options(self, account: Account) -> dict[str, Any]:
+        options: dict[str, Any] = {"source_address": self._source_address}
+        if account.authentication in OAUTH2_METHODS:
+            options["access_token"] = lambda: self._tokens.access_token(account)
+        return options
 
     def _send(self, account: Account, cycle: int, chunk: list[str], mails: Mapping[str, bytes]) -> _Sent:
         """Hand ``mails`` to the producer; :meth:`_acknowledged` waits for their acks."""
@@ -453,7 +481,13 @@ def run(settings: FetcherSettings, health: Health, stop: threading.Event) -> Non
             session_timeout_seconds=settings.session_timeout_seconds,
             release_timeout_seconds=settings.timeout_seconds * 2,
         )
-    fetcher = Fetcher(settings, store.enabled_accounts(), refresh_accounts=store.enabled_accounts, ownership=ownership)
+    fetcher = Fetcher(
+        settings,
+        store.enabled_accounts(),
+        refresh_accounts=store.enabled_accounts,
+        ownership=ownership,
+        on_rotated_refresh_token=store.store_rotated_refresh_token,
+    )
     fetcher.run(health, stop)
 
 

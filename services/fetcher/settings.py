@@ -36,6 +36,10 @@ class FetcherSettings(ServiceSettings):
     timeout_seconds: float = Field(default=30.0, gt=0, le=600)
     """Timeout of every mail-server operation (connect, TLS, each read and write) and of every wait for Kafka."""
 
+    token_refresh_margin_seconds: float = Field(default=300.0, ge=0, le=3600)
+    """OAuth2 accounts: get a new access token when the cached one has less than this left
+    (at most half its lifetime), so a poll never starts with a token about to expire."""
+
     poll_workers: int = Field(default=8, ge=1, le=256)
     """Accounts polled at the same time; a slow or failing account holds up only its own worker."""
 

@@ -31,7 +31,8 @@ class MailboxState(Base):
 
 class StoredAccount(Base):
     """One account as configured. ``settings`` holds every non-secret field of the
-    ``Account`` model; the password is only ever stored encrypted."""
+    ``Account`` model; the password and the OAuth2 secrets (client secret, refresh token,
+    as one JSON object) are only ever stored encrypted."""
 
     __tablename__ = "accounts"
 
@@ -41,6 +42,7 @@ class StoredAccount(Base):
     enabled: Mapped[bool] = mapped_column(Boolean, server_default=true())
     settings: Mapped[dict] = mapped_column(JSONB)
     password_ciphertext: Mapped[bytes | None] = mapped_column(LargeBinary)
+    oauth2_secrets_ciphertext: Mapped[bytes | None] = mapped_column(LargeBinary)
     revision: Mapped[int] = mapped_column(Integer, server_default="1")
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(server_default=func.now())

@@ -112,7 +112,7 @@ def fetcher_for(stack, kafka_producer):
     """Call with accounts (and Fetcher keywords) for a Fetcher on the stack with short timeouts."""
     made: list[Fetcher] = []
 
-    def make(*accounts: Account, producer=None, source_address=None, **settings) -> Fetcher:
+    def make(*accounts: Account, producer=None, source_address=None, on_rotated_refresh_token=None, **settings) -> Fetcher:
         fetcher = Fetcher(
             FetcherSettings(
                 kafka_bootstrap_servers=stack.kafka_bootstrap,
@@ -122,6 +122,7 @@ def fetcher_for(stack, kafka_producer):
             list(accounts),
             producer=producer or kafka_producer,
             source_address=source_address,
+            on_rotated_refresh_token=on_rotated_refresh_token,
         )
         made.append(fetcher)
         return fetcher

@@ -275,3 +275,83 @@ def test_check_shows_the_providers_refusal_of_a_revoked_refresh_token(stack, oau
     assert [(s.name, s.outcome.value) for s in report.steps] == [("token", "failed")]
     assert report.steps[0].server_reply == "invalid_grant: grant request is invalid"
     assert consent.refresh_token not in report.model_dump_json()
+
+
+# --- the fetcher ----------------------------------------------------------------------
+
+
+def _mail(subject: str) -> bytes:
+    return f"From: someone@example.com\r\nTo: alice@mailintake.test\r\nSubject: {subject}\r\nMessage-ID: <{subject}@example.com>\r\n\r\nBody of {subject}\r\n".encode()
+
+
+def _refusals(account_id: str, error: str) -> float:
+    from prometheus_client import REGISTRY
+
+    return REGISTRY.get_sample_value("mailintake_fetcher_token_refusals_total", {"account_id": account_id, "error": error}) or 0.0
+
+
+def test_fetcher_polls_an_oauth_imap_account_end_to_end(stack, oauth_account, fetcher_for, imap_client, mail_raw, unique):
+    alice, folder = stack.user("alice"), f"OAuth{unique}"
+    with imap_client(alice) as client:
+        client.create_folder(folder)
+        for number in range(3):
+            client.append(folder, _mail(f"oauth-{unique}-{number}"))
+    account = oauth_account("alice", id=f"oauth-e2e-{unique}", folder=folder)
+    assert fetcher_for(account).poll(account) == 3
+    records = mail_raw.records(account.id)
+    assert sorted(r.message_id for r in records) == [f"<oauth-{unique}-{n}@example.com>" for n in range(3)]
+    with imap_client(alice) as client:
+        client.select_folder(folder, readonly=True)
+        assert all(b"\\Seen" in flags for flags in client.get_flags(client.search("ALL")).values())
+
+
+def test_refresh_failure_fails_the_poll_loudly(stack, oauth_account, fetcher_for, unique):
+    from sqlalchemy import create_engine, select
+
+    from services.fetcher.tables import AccountStatus
+
+    consent = sign_in_and_consent(stack, "alice")
+    assert _provider_post(stack, "/token/revocation", "mailintake-delegated", token=consent.refresh_token).status_code == 200
+    account = oauth_account(
+        "alice", id=f"oauth-refused-{unique}", authentication="oauth2_refresh_token", client_id="mailintake-delegated",
+        oauth2={"refresh_token": consent.refresh_token, "scopes": ["mail"]},
+    )
+    before = _refusals(account.id, "invalid_grant")
+    with pytest.raises(StepFailed) as failed:
+        fetcher_for(account).poll(account)
+    assert failed.value.step == "token"
+    assert failed.value.message == "invalid_grant: grant request is invalid"
+    engine = create_engine(stack.database_url)
+    with engine.connect() as connection:
+        status = connection.execute(select(AccountStatus).where(AccountStatus.account_id == account.id)).one()
+    engine.dispose()
+    assert (status.last_error_step, status.last_error, status.consecutive_failures) == (
+        "token", "invalid_grant: grant request is invalid", 1,
+    )
+    assert _refusals(account.id, "invalid_grant") == before + 1
+
+
+def test_rotated_refresh_token_survives_a_fetcher_restart(stack, oauth_account, fetcher_for, unique):
+    from sqlalchemy import create_engine
+
+    from services.fetcher.account_store import AccountStore
+    from services.fetcher.password_cipher import PasswordCipher, generate_key
+    from tests.database_schemas import migrated_schema
+
+    consent = sign_in_and_consent(stack, "alice")
+    account = oauth_account(
+        "alice", id=f"oauth-rotated-{unique}", authentication="oauth2_refresh_token", client_id="mailintake-delegated",
+        folder="Drafts", oauth2={"refresh_token": consent.refresh_token, "scopes": ["mail"]},
+    )
+    with migrated_schema(stack.database_url, "oauth_rotation") as url:
+        store = AccountStore(create_engine(url), PasswordCipher([generate_key()], "test keys"))
+        store.upsert(account)
+        first = fetcher_for(account, on_rotated_refresh_token=store.store_rotated_refresh_token)
+        first.poll(store.get(account.id))
+        stored = store.get(account.id)
+        assert stored.oauth2.refresh_token.get_secret_value() != consent.refresh_token
+        # A restarted fetcher starts from the stored (rotated) token; the consent's is retired.
+        fetcher_for(stored, on_rotated_refresh_token=store.store_rotated_refresh_token).poll(stored)
+        with pytest.raises(StepFailed, match="invalid_grant"):
+            fetcher_for(account).poll(account)
+        store.engine.dispose()
