@@ -25,6 +25,7 @@ from services.admin.tickets_api import UtcDatetime
 from services.fetcher.account import OAUTH2_METHODS, Account, Authentication, OAuth2
 from services.fetcher.account_store import AccountChange, AccountStore, ChangeAction, ChangeHook
 from services.fetcher.connection_check import CheckReport, check_account
+from services.fetcher.oauth_tokens import TokenBroker
 from services.fetcher.tables import AccountStatus
 from services.ticketer.reference_data import missing_reference_data
 
@@ -380,7 +381,9 @@ class AccountEditor:
 
     # --- checking --------------------------------------------------------------
     def check_stored(self, account_id: str) -> CheckReport:
-        return check_account(self._stored(account_id), timeout=self._check_timeout, source_address=self._check_source)
+        return check_account(
+            self._stored(account_id), timeout=self._check_timeout, source_address=self._check_source, tokens=self._tokens()
+        )
 
     def check_draft(self, draft: AccountDraft) -> CheckReport:
         """Check an unsaved account; an empty secret takes the stored one of the same id, if any."""
@@ -388,7 +391,13 @@ class AccountEditor:
             kept_secrets(draft, self._store.get(draft.id)),
             timeout=self._check_timeout,
             source_address=self._check_source,
+            tokens=self._tokens(),
         )
+
+    def _tokens(self) -> TokenBroker:
+        """A fresh broker per check (it asks the provider afresh) that stores a refresh token the
+        provider rotates: a rotating provider retires the stored one the moment the check uses it."""
+        return TokenBroker(timeout=self._check_timeout, on_rotated_refresh_token=self._store.store_rotated_refresh_token)
 
     # --- internals -------------------------------------------------------------
     def _stored(self, account_id: str) -> Account:

@@ -21,7 +21,7 @@ from mailintake.database import engine_for
 from services.admin.access import AuditLog
 from services.admin.app import create_app
 from services.admin.settings import AdminSettings
-from tests.admin.test_accounts_page_browser import CHROMIUM, CHROMIUM_ARGS, screenshot
+from tests.admin.test_accounts_page_browser import CHROMIUM, CHROMIUM_ARGS, check_connection, screenshot
 
 pytestmark = pytest.mark.stack
 
@@ -156,8 +156,8 @@ def test_connect_signs_in_at_the_provider_and_stores_a_refresh_token_that_logs_i
     screenshot(page, f"account-consent-done-{provider}.png")
     outcome = page.locator("#consent-outcome")
     assert outcome.text_content().split() == (
-        f"The account {account_id} is saved with a refresh token from {stack.oidc_issuer}, signed in as "
-        f"{MAILBOX}@{stack.mail_domain}."
+        # The ID token names the user by its subject only (the provider keeps email for userinfo).
+        f"The account {account_id} is saved with a refresh token from {stack.oidc_issuer}, signed in as {MAILBOX}."
     ).split()
     callback_url = page.url
     page.get_by_role("link", name="Back to the accounts").click()
@@ -165,9 +165,12 @@ def test_connect_signs_in_at_the_provider_and_stores_a_refresh_token_that_logs_i
     assert page.locator(f'tr[data-account-id="{account_id}"]').count() == 1
 
     # The stored refresh token is real: the token layer gets an access token with it, which Dovecot takes over XOAUTH2.
-    stored = AccountStore(engine_for(stack.database_url), cipher_from_settings(AccountEncryptionSettings())).get(account_id)
+    store = AccountStore(engine_for(stack.database_url), cipher_from_settings(AccountEncryptionSettings()))
+    stored = store.get(account_id)
     refresh_token = stored.oauth2.refresh_token.get_secret_value()
-    access_token = TokenBroker(timeout=15).access_token(stored)
+    # The provider rotates refresh tokens on use (as Microsoft's does): the new one is stored, as the fetcher does.
+    access_token = TokenBroker(timeout=15, on_rotated_refresh_token=store.store_rotated_refresh_token).access_token(stored)
+    assert store.get(account_id).oauth2.refresh_token.get_secret_value() != refresh_token, "rotated and stored"
     context = ssl.create_default_context(cafile=str(stack.ca_file))
     with IMAPClient(stack.host, port=stack.imaps_port, ssl=True, ssl_context=context, timeout=15) as imap:
         imap.oauth2_login(f"{MAILBOX}@{stack.mail_domain}", access_token)
@@ -178,10 +181,14 @@ def test_connect_signs_in_at_the_provider_and_stores_a_refresh_token_that_logs_i
     assert entry.actor.startswith("token:tester-") and "oauth2.refresh_token" in entry.fields
     assert refresh_token not in repr(entry)
 
-    # The edit page says a token is stored, and never shows it.
+    # The edit page says a token is stored, and never shows it; its connection check uses it (token step first).
     page.goto(f"/accounts/{account_id}/edit")
     assert page.locator("#refresh-token-stored").is_visible()
     assert refresh_token not in page.content()
+    assert check_connection(page).startswith("Connection OK: every step passed.")
+    assert page.locator("#check-steps li").first.text_content().startswith("token: ok")
+    # The check rotated the refresh token too, and stored the new one: a second check still works.
+    assert check_connection(page).startswith("Connection OK: every step passed.")
 
     # The answer is single use: the same callback again is refused.
     page.goto(callback_url)

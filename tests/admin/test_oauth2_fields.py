@@ -215,3 +215,38 @@ def test_a_flow_ends_when_it_expires_or_its_session_is_revoked(stack, admin_toke
         answer = client.get(f"/accounts/oauth/callback?state={state}&code=x")
     assert answer.status_code == 400
     assert f"Refused: {why}." in answer.text
+
+
+@pytest.mark.stack
+def test_the_api_takes_an_app_account_keeps_its_secret_and_never_shows_it(stack, api, unique):
+    from mailintake.database import engine_for
+    from services.fetcher.account_store import AccountStore
+    from services.fetcher.password_cipher import cipher_from_settings
+    from services.fetcher.settings import AccountEncryptionSettings
+
+    store = AccountStore(engine_for(stack.database_url), cipher_from_settings(AccountEncryptionSettings()))
+    document = {
+        "id": f"app-{unique}", "name": "App-only", "protocol": "imap", "host": stack.host, "port": stack.imaps_port,
+        "ca_file": str(stack.ca_file), "username": "support@mailintake.test", "authentication": "oauth2_client_credentials",
+        "oauth2": {"provider": "oidc", "authority": stack.oidc_issuer, "client_id": "mailintake-app",
+                   "client_secret": f"app-secret-{unique}", "scopes": ["mailbox:support@mailintake.test"],
+                   "ca_file": str(stack.ca_file)},
+    }
+    try:
+        created = api.post("/api/accounts", json=document)
+        assert created.status_code == 201, created.text
+        assert f"app-secret-{unique}" not in created.text and "client_secret" not in created.text
+        assert created.json()["account"]["oauth2"]["client_id"] == "mailintake-app"
+        kept = api.put(f"/api/accounts/{document['id']}", json=document | {
+            "name": "Renamed", "oauth2": document["oauth2"] | {"client_secret": ""}})
+        assert kept.status_code == 200, kept.text
+        assert store.get(document["id"]).oauth2.client_secret.get_secret_value() == f"app-secret-{unique}"
+        moved = api.put(f"/api/accounts/{document['id']}", json=document | {
+            "oauth2": document["oauth2"] | {"client_secret": "", "authority": "https://idp.attacker.example/t"}})
+        assert moved.status_code == 422
+        [problem] = moved.json()["detail"]
+        assert problem["field"] == "oauth2.client_secret" and problem["msg"].startswith(
+            "enter the client secret again: authority changed")
+        assert store.get(document["id"]).oauth2.authority == stack.oidc_issuer
+    finally:
+        store.delete(document["id"])
