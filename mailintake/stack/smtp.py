@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import os
 import smtplib
 import ssl
 import sys
 from pathlib import Path
 
 from .component import Component, ProbeFailed
+from .oidc_provider import oidc_client, oidc_issuer
 from .os_accounts import Accounts
 from .preflight import MissingTool, find_dovecot
 from .settings import HOST
@@ -26,7 +29,7 @@ class SmtpRelay(Component):
         return {"smtp_port": self.settings.smtp_port}
 
     def address(self) -> str:
-        return f"{HOST}:{self.settings.smtp_port} (STARTTLS, AUTH PLAIN/LOGIN after TLS)"
+        return f"{HOST}:{self.settings.smtp_port} (STARTTLS, AUTH PLAIN/LOGIN/XOAUTH2/OAUTHBEARER after TLS)"
 
     def owns(self, argv: list[str]) -> bool:
         return RELAY_MODULE in argv and str(self.layout.mail_users_file) in argv
@@ -38,8 +41,26 @@ class SmtpRelay(Component):
         self.lda = found[1]
         return []
 
+    @property
+    def introspection_file(self) -> Path:
+        return self.layout.oidc_dir / "smtp-introspection.json"
+
     def prepare(self, accounts: Accounts) -> None:
-        """Nothing to write: the relay shares Dovecot's users file and the stack's certificate."""
+        """The relay shares Dovecot's users file and the stack's certificate; for bearer tokens it
+        introspects at the stack's provider as Dovecot's introspection client (the one such client)."""
+        introspector = oidc_client("dovecot")
+        document = {
+            "url": f"{oidc_issuer(self.settings)}/token/introspection",
+            "client_id": introspector.client_id,
+            "client_secret": introspector.client_secret,
+            "ca_file": str(self.layout.ca_cert),
+        }
+        self.introspection_file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.introspection_file.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(document, handle)
+        tmp.replace(self.introspection_file)
 
     def command(self) -> list[str]:
         layout = self.layout
@@ -47,7 +68,7 @@ class SmtpRelay(Component):
             sys.executable, "-m", RELAY_MODULE, "--port", str(self.settings.smtp_port),
             "--cert", str(layout.server_cert), "--key", str(layout.server_key),
             "--users-file", str(layout.mail_users_file), "--dovecot-config", str(layout.dovecot_config),
-            "--lda", str(self.lda),
+            "--lda", str(self.lda), "--oauth2-introspection", str(self.introspection_file),
         ]
 
     def probe(self, timeout: float) -> None:
