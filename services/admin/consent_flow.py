@@ -32,10 +32,11 @@ from authlib.integrations.requests_client import OAuth2Session
 from authlib.integrations.base_client.errors import OAuthError
 from pydantic import SecretStr
 
-from services.fetcher.account import Account, Authentication, OAuth2, OAuth2Provider
+from services.fetcher.account import Account, AccountProtocol, Authentication, OAuth2, OAuth2Provider
 # The token layer's way of reaching a provider (CA file on every request, msal's certificate
 # credential), so the consent and the later refreshes trust and authenticate alike.
 from services.fetcher.oauth_tokens import TokenRefused, _certificate_credential, _is_entra, _TrustingSession, token_scopes
+from services.sender.service import MICROSOFT_SMTP_SCOPES
 
 CALLBACK_PATH = "/accounts/oauth/callback"
 
@@ -82,6 +83,9 @@ def consent_scopes(account: Account) -> list[str]:
     since a refresh token is redeemed only for scopes consented to here."""
     oauth2 = _oauth2(account)
     scopes = list(token_scopes(account))
+    if oauth2.provider is OAuth2Provider.MICROSOFT and not oauth2.scopes and account.protocol is not AccountProtocol.GRAPH:
+        # The sender logs in to SMTP with a token of the same refresh token (auto-answers).
+        scopes += MICROSOFT_SMTP_SCOPES[Authentication.OAUTH2_REFRESH_TOKEN]
     if oauth2.provider is OAuth2Provider.MICROSOFT:
         return [scope for scope in scopes if scope not in _MSAL_RESERVED]
     # A standard client must ask for the ID token and the refresh token itself.

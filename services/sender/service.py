@@ -49,7 +49,7 @@ log = structlog.get_logger(__name__)
 
 
 #: Exchange Online's SMTP scopes, for an OAuth2 account that names none of its own.
-_MICROSOFT_SMTP_SCOPES = {
+MICROSOFT_SMTP_SCOPES = {
     Authentication.OAUTH2_REFRESH_TOKEN: ("https://outlook.office.com/SMTP.Send",),
     Authentication.OAUTH2_CLIENT_CREDENTIALS: ("https://outlook.office365.com/.default",),
 }
@@ -62,7 +62,7 @@ def smtp_scopes(account: Account) -> tuple[str, ...] | None:
     if account.oauth2.scopes:
         return account.oauth2.scopes
     if account.oauth2.provider is OAuth2Provider.MICROSOFT:
-        return _MICROSOFT_SMTP_SCOPES[account.authentication]
+        return MICROSOFT_SMTP_SCOPES[account.authentication]
     return None
 
 

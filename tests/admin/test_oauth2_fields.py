@@ -250,3 +250,16 @@ def test_the_api_takes_an_app_account_keeps_its_secret_and_never_shows_it(stack,
         assert store.get(document["id"]).oauth2.authority == stack.oidc_issuer
     finally:
         store.delete(document["id"])
+
+
+def test_the_consent_covers_what_the_fetcher_and_the_sender_ask_for():
+    from services.admin.consent_flow import consent_scopes
+
+    microsoft = kept_secrets(draft(client_secret="s"), None, connecting=True)
+    assert consent_scopes(microsoft) == [
+        "https://outlook.office.com/IMAP.AccessAsUser.All", "https://outlook.office.com/SMTP.Send"
+    ], "msal adds openid, profile and offline_access itself, and refuses to be given them"
+    own = kept_secrets(draft(client_secret="s", scopes=["a", "offline_access"]), None, connecting=True)
+    assert consent_scopes(own) == ["a"]
+    oidc = kept_secrets(draft(provider="oidc", authority="https://idp.example", scopes=["mail"]), None, connecting=True)
+    assert consent_scopes(oidc) == ["openid", "offline_access", "mail"]
