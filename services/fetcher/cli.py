@@ -32,11 +32,12 @@ def check_command(
 ) -> None:
     """Check the connection of a stored account (ACCOUNT_ID), or of the accounts in --file, step by step.
 
-    Steps: TCP connect; TLS handshake, the certificate verified (ca_file or system store); capabilities;
-    authentication with the account's method; select the folder read-only (IMAP) or STAT (POP3).
+    Steps: an access token from the identity provider (OAuth2 accounts only); TCP connect; TLS handshake,
+    the certificate verified (ca_file or system store); capabilities; authentication with the account's
+    method; select the folder read-only (IMAP) or STAT (POP3).
 
-    Each step is shown with its time; a failure shows the mail server's reply exactly as it sent it.
-    Nothing on the server changes, and the password is never printed.
+    Each step is shown with its time; a failure shows the identity provider's or the mail server's reply
+    exactly as it sent it. Nothing on the server changes, and no password, secret or token is printed.
 
     Exit status: 0 every account passed, 1 an account failed, 2 the accounts could not be read.
     """

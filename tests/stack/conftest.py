@@ -18,10 +18,8 @@ import pytest
 from mailintake.stack import Stack, StackSettings
 from mailintake.stack.preflight import port_problem
 
-PORT_FIELDS = (
-    "kafka_port", "kafka_controller_port", "postgres_port", "imap_port", "imaps_port", "pop3_port",
-    "pop3s_port", "smtp_port",
-)
+#: Every port setting, so a component added later gets a free port too.
+PORT_FIELDS = tuple(name for name in StackSettings.model_fields if name.endswith("_port"))
 
 
 @pytest.fixture(scope="session")

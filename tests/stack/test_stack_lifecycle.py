@@ -12,7 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from mailintake.cli import app
-from mailintake.stack import Stack, StackError, StackSettings
+from mailintake.stack import COMPONENT_NAMES, Stack, StackError, StackSettings
 from mailintake.stack.preflight import port_problem
 from mailintake.stack.processes import all_pids, process_cmdline
 
@@ -96,7 +96,7 @@ def test_up_recovers_from_kill_9_and_down_leaves_nothing(isolated_env: StackSett
         assert port_problem("test", "test_port", port) is None
     status = CliRunner().invoke(app, ["stack", "status"])
     assert status.exit_code == 3
-    assert status.output.count("stopped") == 4
+    assert status.output.count("stopped") == len(COMPONENT_NAMES)
 
 
 def test_logs_command_shows_tails(local_stack: Stack):
@@ -104,6 +104,6 @@ def test_logs_command_shows_tails(local_stack: Stack):
     assert result.exit_code == 0
     assert len(result.output.strip().splitlines()) == 3
     everything = CliRunner().invoke(app, ["stack", "logs", "-n", "1"])
-    assert all(f"==> {name} <==" in everything.output for name in ("postgres", "kafka", "dovecot", "smtp"))
+    assert all(f"==> {name} <==" in everything.output for name in COMPONENT_NAMES)
     bad = CliRunner().invoke(app, ["stack", "logs", "nosuch"])
     assert bad.exit_code == 1 and "no component 'nosuch'" in bad.output

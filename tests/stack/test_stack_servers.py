@@ -28,7 +28,7 @@ def tls_context(stack: Stack) -> ssl.SSLContext:
 
 def test_status_reports_every_component_running(local_stack: Stack):
     states = {item.name: item.state for item in local_stack.status()}
-    assert states == {"postgres": "running", "kafka": "running", "dovecot": "running", "smtp": "running"}
+    assert states == {"postgres": "running", "kafka": "running", "oidc": "running", "dovecot": "running", "smtp": "running"}
 
 
 def test_up_again_is_quick_and_keeps_the_processes(local_stack: Stack):
@@ -207,3 +207,18 @@ def test_kafka_transactions_commit(local_stack: Stack):
     finally:
         admin.delete_topics([topic])
         admin.close()
+
+
+def test_oidc_provider_serves_its_discovery_document_over_verified_tls(local_stack: Stack):
+    import json
+    import urllib.request
+
+    e = local_stack.endpoints
+    with urllib.request.urlopen(f"{e.oidc_issuer}/.well-known/openid-configuration", context=tls_context(local_stack), timeout=10) as answer:
+        document = json.load(answer)
+    assert document["issuer"] == e.oidc_issuer
+    assert {"client_credentials", "authorization_code", "refresh_token"} <= set(document["grant_types_supported"])
+    assert document["code_challenge_methods_supported"] == ["S256"]
+    assert document["introspection_endpoint"] == f"{e.oidc_issuer}/token/introspection"
+    assert document["revocation_endpoint"] == f"{e.oidc_issuer}/token/revocation"
+    assert {c.client_id for c in e.oidc_clients} == {"mailintake-app", "mailintake-delegated", "mailintake-short-lived", "dovecot"}
