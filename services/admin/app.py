@@ -9,6 +9,7 @@ needs a token, or an OIDC access token where configured (see ``authentication``)
 
 from __future__ import annotations
 
+import logging
 from functools import cache
 
 import structlog
@@ -23,6 +24,7 @@ from services.admin.account_editing import AccountEditor
 from services.admin.accounts_api import install_error_handlers
 from services.admin.accounts_api import router as accounts_router
 from services.admin.authentication import authenticated
+from services.admin.consent_flow import CALLBACK_PATH
 from services.admin.oidc import OidcVerifier
 from services.admin.pending_consents import PendingConsentStore
 from services.admin.settings import AdminSettings
@@ -110,6 +112,16 @@ def create_app(settings: AdminSettings, cipher: PasswordCipher | None = None) ->
     return app
 
 
+class CallbackQueryHidden(logging.Filter):
+    """Keeps the consent callback's query out of the access log: it holds the authorization code."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        # uvicorn's access record: (client, method, path with query, HTTP version, status).
+        if isinstance(record.args, tuple) and len(record.args) >= 3 and str(record.args[2]).startswith(CALLBACK_PATH + "?"):
+            record.args = (*record.args[:2], f"{CALLBACK_PATH}?(hidden)", *record.args[3:])
+        return True
+
+
 def serve(settings: AdminSettings) -> None:
     """Serve the app with uvicorn until SIGTERM/SIGINT."""
     import uvicorn
@@ -117,6 +129,7 @@ def serve(settings: AdminSettings) -> None:
     from mailintake.runtime.logs import configure_logging
 
     configure_logging("admin", settings.log_level)
+    logging.getLogger("uvicorn.access").addFilter(CallbackQueryHidden())
     # log_config=None keeps the JSON logging configured above instead of uvicorn's own.
     uvicorn.run(
         create_app(settings),

@@ -36,7 +36,7 @@ from services.fetcher.account import Account, AccountProtocol, Authentication, O
 # The token layer's way of reaching a provider (CA file on every request, msal's certificate
 # credential), so the consent and the later refreshes trust and authenticate alike.
 from services.fetcher.oauth_tokens import TokenRefused, _certificate_credential, _is_entra, _TrustingSession, token_scopes
-from services.sender.service import MICROSOFT_SMTP_SCOPES
+from services.sender.smtp_scopes import MICROSOFT_SMTP_SCOPES
 
 CALLBACK_PATH = "/accounts/oauth/callback"
 

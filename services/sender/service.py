@@ -33,7 +33,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from mailintake.database import engine_for
 from mailintake.runtime.http_endpoint import Health
-from services.fetcher.account import OAUTH2_METHODS, Account, Authentication, OAuth2Provider
+from services.fetcher.account import OAUTH2_METHODS
 from services.fetcher.account_store import AccountStore, StoredAccountInvalid
 from services.fetcher.oauth_tokens import TokenBroker, TokenRefused
 from services.fetcher.password_cipher import EncryptionKeyError, PasswordCipher, PasswordDecryptionError
@@ -41,29 +41,12 @@ from services.fetcher.tables import StoredAccount
 from services.sender.core import ClaimedMail, Delivered, GiveUp, NotAMail, NotDelivered, after_failure, outbound_message
 from services.sender.outbox import claim_next, record_delivered, record_failed
 from services.sender.settings import SenderSettings
+from services.sender.smtp_scopes import smtp_scopes
 from services.sender.smtp_transport import SmtpTransport
 
 ATTEMPTS = Counter("mailintake_sender_attempts_total", "Delivery attempts by outcome", ["outcome"])
 
 log = structlog.get_logger(__name__)
-
-
-#: Exchange Online's SMTP scopes, for an OAuth2 account that names none of its own.
-MICROSOFT_SMTP_SCOPES = {
-    Authentication.OAUTH2_REFRESH_TOKEN: ("https://outlook.office.com/SMTP.Send",),
-    Authentication.OAUTH2_CLIENT_CREDENTIALS: ("https://outlook.office365.com/.default",),
-}
-
-
-def smtp_scopes(account: Account) -> tuple[str, ...] | None:
-    """The scopes of an SMTP token: the account's own, else Exchange Online's SMTP scope
-    (Microsoft), else None (the token layer's default for the provider)."""
-    assert account.oauth2 is not None
-    if account.oauth2.scopes:
-        return account.oauth2.scopes
-    if account.oauth2.provider is OAuth2Provider.MICROSOFT:
-        return MICROSOFT_SMTP_SCOPES[account.authentication]
-    return None
 
 
 class OAuth2Senders:

@@ -263,3 +263,16 @@ def test_the_consent_covers_what_the_fetcher_and_the_sender_ask_for():
     assert consent_scopes(own) == ["a"]
     oidc = kept_secrets(draft(provider="oidc", authority="https://idp.example", scopes=["mail"]), None, connecting=True)
     assert consent_scopes(oidc) == ["openid", "offline_access", "mail"]
+
+
+def test_the_access_log_never_shows_the_callbacks_code():
+    import logging
+
+    from services.admin.app import CallbackQueryHidden
+
+    record = logging.LogRecord(
+        "uvicorn.access", logging.INFO, __file__, 1, '%s - "%s %s HTTP/%s" %d',
+        ("127.0.0.1:5000", "GET", "/accounts/oauth/callback?code=the-code&state=s", "1.1", 200), None,
+    )
+    assert CallbackQueryHidden().filter(record)
+    assert record.getMessage() == '127.0.0.1:5000 - "GET /accounts/oauth/callback?(hidden) HTTP/1.1" 200'
