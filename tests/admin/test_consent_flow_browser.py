@@ -21,7 +21,7 @@ from mailintake.database import engine_for
 from services.admin.access import AuditLog
 from services.admin.app import create_app
 from services.admin.settings import AdminSettings
-from tests.admin.test_accounts_page_browser import CHROMIUM, CHROMIUM_ARGS, check_connection, screenshot
+from tests.admin.test_accounts_page_browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, check_connection, screenshot
 
 pytestmark = pytest.mark.stack
 
@@ -149,7 +149,10 @@ def test_connect_signs_in_at_the_provider_and_stores_a_refresh_token_that_logs_i
 
     page = admin_page
     fill_oauth_account(page, stack, account_id, provider)
-    screenshot(page, f"account-form-oauth2-{provider}.png")
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.locator("fieldset", has=page.get_by_text("OAuth2", exact=True)).screenshot(
+        path=str(ARTIFACTS / f"account-form-oauth2-{provider}.png")
+    )
     connect_and_sign_in(page, stack, provider)
     page.get_by_role("button", name="Continue").click()
     page.wait_for_url("**/accounts/oauth/callback?**")
