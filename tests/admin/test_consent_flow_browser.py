@@ -129,9 +129,11 @@ def connect_and_sign_in(page, stack, provider: str = "microsoft") -> None:
     button = "Connect with Microsoft" if provider == "microsoft" else "Connect with the identity provider"
     page.get_by_role("button", name=button).click()
     page.wait_for_url(f"{stack.oidc_issuer}/interaction/**")
-    page.locator("input[name=login]").fill(MAILBOX)
-    page.locator("input[name=password]").fill("not-checked-by-the-development-login")
-    page.get_by_role("button", name="Sign-in").click()
+    # A second connect in the same browser finds the provider's session: consent only.
+    if page.locator("input[name=login]").count():
+        page.locator("input[name=login]").fill(MAILBOX)
+        page.locator("input[name=password]").fill("not-checked-by-the-development-login")
+        page.get_by_role("button", name="Sign-in").click()
     page.get_by_role("button", name="Continue").wait_for()
 
 
@@ -198,6 +200,20 @@ def test_connect_signs_in_at_the_provider_and_stores_a_refresh_token_that_logs_i
     assert page.locator("#consent-problem").text_content() == (
         "Refused: no consent flow has this state: it was used already, or never started here."
     )
+
+    # Connecting again from the edit page (client secret left empty: the stored one is
+    # kept, as the provider and client are the same) replaces the stored refresh token.
+    before = store.get(account_id).oauth2.refresh_token.get_secret_value()
+    page.goto(f"/accounts/{account_id}/edit")
+    connect_and_sign_in(page, stack, provider)
+    page.get_by_role("button", name="Continue").click()
+    page.wait_for_url("**/accounts/oauth/callback?**")
+    assert page.locator("#consent-outcome").text_content().split()[:3] == ["The", "account", account_id]
+    again = store.get(account_id)
+    assert again.oauth2.refresh_token.get_secret_value() != before
+    assert again.oauth2.client_secret.get_secret_value() == stack.oidc_client(CLIENT).client_secret
+    connects = [e for e in AuditLog(engine_for(stack.database_url)).entries(account_id) if e.action == "account.oauth2_connect"]
+    assert len(connects) == 2
 
 
 def test_a_tampered_state_is_refused(stack, admin_page, account_id):
