@@ -85,7 +85,8 @@ def stack_env() -> None:
     # Comments, so that `eval` skips them: what an OAuth2 account of the stack uses.
     typer.echo(f"# OpenID Connect issuer: {endpoints.oidc_issuer} (CA file {endpoints.ca_file})")
     for client in endpoints.oidc_clients:
-        typer.echo(f"# client {client.client_id} / {client.client_secret}: {client.purpose}")
+        secret = f" / {client.client_secret}" if client.client_secret else ""
+        typer.echo(f"# client {client.client_id}{secret}: {client.purpose}")
 
 
 @app.command("run")

@@ -54,7 +54,8 @@ def up() -> None:
     typer.echo(f"  smtp:            {endpoints.host}:{endpoints.smtp_port} (STARTTLS + AUTH)")
     typer.echo(f"  oidc issuer:     {endpoints.oidc_issuer}")
     for client in endpoints.oidc_clients:
-        typer.echo(f"    client {client.client_id} / {client.client_secret}: {client.purpose}")
+        secret = f" / {client.client_secret}" if client.client_secret else ""
+        typer.echo(f"    client {client.client_id}{secret}: {client.purpose}")
     typer.echo(f"  CA file:         {endpoints.ca_file}")
     users = ", ".join(f"{u.name}/{u.password}" for u in endpoints.demo_users)
     typer.echo(f"  mailboxes:       {users} (address NAME@{endpoints.mail_domain})")

@@ -34,6 +34,8 @@ class Endpoints:
     ``{oidc_issuer}/.well-known/openid-configuration``."""
     oidc_clients: tuple[OidcClient, ...]
     """The clients registered at the provider, with their secrets."""
+    oidc_app_certificate: Path
+    """PEM with the private key and certificate of the client ``mailintake-app-certificate``."""
     ca_file: Path
     """PEM file of the stack's CA: the only trust anchor clients need."""
     tls_server_name: str
@@ -63,6 +65,7 @@ class Endpoints:
             oidc_port=settings.oidc_port,
             oidc_issuer=oidc_issuer(settings),
             oidc_clients=OIDC_CLIENTS,
+            oidc_app_certificate=layout.oidc_app_certificate,
             ca_file=layout.ca_cert,
             tls_server_name="localhost",
             mail_domain=MAIL_DOMAIN,

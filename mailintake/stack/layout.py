@@ -132,3 +132,8 @@ class StackLayout:
     def oidc_dir(self) -> Path:
         """The provider's config and its signing keys."""
         return self.root / "oidc"
+
+    @property
+    def oidc_app_certificate(self) -> Path:
+        """Private key and certificate (PEM) of the provider's client ``mailintake-app-certificate``."""
+        return self.oidc_dir / "app-certificate.pem"

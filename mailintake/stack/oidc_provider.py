@@ -65,13 +65,14 @@ class OidcClient:
         uses_redirect = "authorization_code" in self.grant_types
         metadata: dict[str, object] = {
             "client_id": self.client_id,
-            "client_secret": self.client_secret,
             "grant_types": list(self.grant_types),
             "response_types": ["code"] if uses_redirect else [],
             "redirect_uris": list(self.redirect_uris),
             "token_endpoint_auth_method": "client_secret_basic",
             **self.extra,
         }
+        if self.client_secret:
+            metadata["client_secret"] = self.client_secret
         if self.scope:
             metadata["scope"] = self.scope
         return metadata
@@ -111,6 +112,14 @@ OIDC_CLIENTS: tuple[OidcClient, ...] = (
         redirect_uris=_CALLBACKS,
         access_token_ttl=SHORT_ACCESS_TOKEN_TTL,
         extra={"application_type": "native"},
+    ),
+    OidcClient(
+        "mailintake-app-certificate", "",
+        "app-only like mailintake-app, authenticated by a certificate (private_key_jwt): "
+        "the PEM with key and certificate is oidc/app-certificate.pem in the stack's state directory",
+        grant_types=("client_credentials",),
+        scope=" ".join(f"mailbox:{address}" for address in APP_MAILBOXES),
+        extra={"token_endpoint_auth_method": "private_key_jwt"},
     ),
     OidcClient(
         "dovecot", "dovecot-introspection-secret",
@@ -219,7 +228,7 @@ class OidcProvider(Component):
             "secrets_file": str(layout.oidc_dir / "keys.json"),
             "mail_domain": MAIL_DOMAIN,
             "mailboxes": [user.address for user in DEMO_USERS],
-            "clients": [client.registration() for client in OIDC_CLIENTS],
+            "clients": [self._registration(client) for client in OIDC_CLIENTS],
             "access_token_ttl": s.oidc_access_token_ttl,
             "access_token_ttl_by_client": {
                 c.client_id: c.access_token_ttl for c in OIDC_CLIENTS if c.access_token_ttl is not None
@@ -227,8 +236,15 @@ class OidcProvider(Component):
             "refresh_token_ttl": s.oidc_refresh_token_ttl,
         }
 
+    def _registration(self, client: OidcClient) -> dict[str, object]:
+        registration = client.registration()
+        if registration["token_endpoint_auth_method"] == "private_key_jwt":
+            registration["jwks"] = {"keys": [_public_jwk(self.layout.oidc_app_certificate)]}
+        return registration
+
     def prepare(self, accounts: Accounts) -> None:
         self.layout.oidc_dir.mkdir(parents=True, exist_ok=True)
+        ensure_app_certificate(self.layout.oidc_app_certificate)
         if not self._modules_current():
             self._install_modules()
         tmp = self.config_file.with_name("config.json.tmp")
@@ -252,3 +268,51 @@ class OidcProvider(Component):
             raise ProbeFailed(f"{url}: {exc}") from None
         if document.get("issuer") != self.issuer:
             raise ProbeFailed(f"{url}: issuer is {document.get('issuer')!r}, expected {self.issuer!r}")
+
+
+def ensure_app_certificate(path: Path) -> None:
+    """A self-signed certificate with its private key (one PEM file), made once: what an
+    application registered with a certificate holds, for ``mailintake-app-certificate``."""
+    if path.exists():
+        return
+    import datetime as dt
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.x509.oid import NameOID
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "mailintake-app-certificate")])
+    now = dt.datetime.now(dt.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=3650))
+        .sign(key, hashes.SHA256())
+    )
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    pem += certificate.public_bytes(serialization.Encoding.PEM)
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(pem)
+    tmp.replace(path)
+
+
+def _public_jwk(path: Path) -> dict[str, str]:
+    """The RSA public key of the application certificate as a JWK (RFC 7517)."""
+    import base64
+
+    from cryptography import x509
+
+    numbers = x509.load_pem_x509_certificate(path.read_bytes()).public_key().public_numbers()
+
+    def b64(value: int) -> str:
+        return base64.urlsafe_b64encode(value.to_bytes((value.bit_length() + 7) // 8, "big")).rstrip(b"=").decode()
+
+    return {"kty": "RSA", "n": b64(numbers.n), "e": b64(numbers.e), "use": "sig"}

@@ -249,22 +249,23 @@ def _is_entra(issuer: str) -> bool:
 
 
 def _certificate_credential(path: Path) -> dict[str, str]:
-    """msal's certificate credential: the PEM private key and the certificate's SHA-1 thumbprint."""
+    """msal's certificate credential: the PEM private key and certificate; msal signs its
+    client assertion with them (PS256, the certificate's SHA-256 thumbprint as x5t#S256)."""
     from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives import serialization
 
     try:
         pem = path.read_bytes()
         certificate = x509.load_pem_x509_certificate(pem)
         key = serialization.load_pem_private_key(pem, password=None)
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, TypeError) as exc:
         raise TokenRefused(
-            None, f"certificate_file {path} must hold the certificate and its unencrypted private key (PEM): {exc}"
+            None, f"certificate_file {path} must hold the certificate and its unencrypted private key (PEM): {exc}",
+            error_code="not_configured",
         ) from None
     key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     return {
         "private_key": key_pem.decode(),
-        "thumbprint": certificate.fingerprint(hashes.SHA1()).hex(),  # noqa: S303 - the x5t Microsoft asks for
         "public_certificate": certificate.public_bytes(serialization.Encoding.PEM).decode(),
     }
 

@@ -23,6 +23,8 @@ REQUIRED_SERIES = {
     "mailintake_fetcher_last_success_timestamp_seconds",
     "mailintake_dead_lettered_total",
     "mailintake_fetcher_errors_total",
+    # A refused OAuth2 token must never go unnoticed (issue #8).
+    "mailintake_fetcher_token_refusals_total",
 }
 SERIES = re.compile(r"\b((?:mailintake|kafka)_[a-z0-9_]+)\b")
 

@@ -218,3 +218,48 @@ def test_chunks_by_size_keep_the_order_and_stay_within_the_budget():
 
 def test_chunks_by_size_put_a_mail_of_unknown_size_alone():
     assert list(chunks_by_size(["a", "x", "b"], {"a": 1, "b": 1}, 10)) == [["a"], ["x"], ["b"]]
+
+
+def test_bearer_sasl_messages_name_the_shared_mailbox_and_carry_the_delegates_token():
+    from services.fetcher.core import choose_bearer_mechanism, sasl_bearer, sasl_bearer_abort
+
+    # A shared mailbox: its own address as the user, the delegate's token.
+    assert sasl_bearer("XOAUTH2", "shared@example.com", "tok-of-delegate", "imap.example.com", 993) == (
+        b"user=shared@example.com\x01auth=Bearer tok-of-delegate\x01\x01"
+    )
+    # RFC 7628: ',' and '=' in the authorization identity are escaped in the GS2 header.
+    assert sasl_bearer("OAUTHBEARER", "a=b,c@example.com", "tok", "imap.example.com", 993) == (
+        b"n,a=a=3Db=2Cc@example.com,\x01host=imap.example.com\x01port=993\x01auth=Bearer tok\x01\x01"
+    )
+    assert sasl_bearer_abort("OAUTHBEARER") == b"\x01" and sasl_bearer_abort("XOAUTH2") == b""
+    assert choose_bearer_mechanism({"PLAIN", "OAUTHBEARER", "XOAUTH2"}) == "XOAUTH2"
+    assert choose_bearer_mechanism({"PLAIN", "OAUTHBEARER"}) == "OAUTHBEARER"
+    assert choose_bearer_mechanism({"PLAIN", "LOGIN"}) is None
+    with pytest.raises(ValueError, match="not a bearer-token mechanism"):
+        sasl_bearer("PLAIN", "u", "t", "h", 1)
+
+
+def test_refresh_is_due_within_the_margin_or_half_the_lifetime():
+    from services.fetcher.oauth_tokens import AccessToken, refresh_due
+
+    hour = AccessToken("t", expires_at=1000.0 + 3600, lifetime=3600)
+    assert not refresh_due(hour, now=1000.0 + 3600 - 301, margin=300)
+    assert refresh_due(hour, now=1000.0 + 3600 - 299, margin=300)
+    short = AccessToken("t", expires_at=1000.0 + 4, lifetime=4)
+    assert not refresh_due(short, now=1001.9, margin=300)
+    assert refresh_due(short, now=1002.1, margin=300)
+
+
+def test_refusal_code_is_the_aadsts_code_or_the_oauth_error():
+    from services.fetcher.oauth_tokens import provider_error_text, refusal_code
+
+    answer = {
+        "error": "invalid_grant",
+        "error_description": "AADSTS70008: The provided authorization code or refresh token has expired due to inactivity.",
+    }
+    assert refusal_code(answer) == "AADSTS70008"
+    assert provider_error_text(answer) == (
+        "invalid_grant: AADSTS70008: The provided authorization code or refresh token has expired due to inactivity."
+    )
+    assert refusal_code({"error": "invalid_client"}) == "invalid_client"
+    assert refusal_code({"error": "a label with spaces and more"}) == "unrecognised"

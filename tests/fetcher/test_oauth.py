@@ -355,3 +355,39 @@ def test_rotated_refresh_token_survives_a_fetcher_restart(stack, oauth_account, 
         with pytest.raises(StepFailed, match="invalid_grant"):
             fetcher_for(account).poll(account)
         store.engine.dispose()
+
+
+def test_msal_authenticates_the_app_with_its_certificate(stack, oauth_account, tmp_path):
+    account = oauth_account(
+        "alice", provider="microsoft", client_id="mailintake-app-certificate",
+        oauth2={"client_secret": None, "certificate_file": str(stack.oidc_app_certificate)},
+    )
+    token = TokenBroker().access_token(account)
+    assert _provider_post(stack, "/token/introspection", "dovecot", token=token).json()["username"] == account.username
+
+    # Another key pair under the same client id: the provider refuses the signed assertion.
+    from mailintake.stack.oidc_provider import ensure_app_certificate
+
+    impostor = tmp_path / "impostor.pem"
+    ensure_app_certificate(impostor)
+    with pytest.raises(TokenRefused) as refused:
+        TokenBroker().access_token(account.model_copy(update={"oauth2": account.oauth2.model_copy(update={"certificate_file": impostor})}))
+    assert refused.value.server_reply == "invalid_client: client authentication failed"
+
+
+def test_accounts_check_prints_the_providers_refusal(stack, oauth_account, tmp_path):
+    import yaml
+    from typer.testing import CliRunner
+
+    from mailintake.cli import app
+
+    account = oauth_account("alice", id="wrong-secret", oauth2={"client_secret": "not-the-secret"})
+    entry = account.model_dump(mode="json", exclude={"sender", "ticket_options"})
+    entry["oauth2"]["client_secret"] = "not-the-secret"
+    path = tmp_path / "accounts.yaml"
+    path.write_text(yaml.safe_dump({"accounts": [entry]}))
+    result = CliRunner().invoke(app, ["accounts", "check", "--file", str(path)], terminal_width=200)
+    assert result.exit_code == 1, result.output
+    assert "server: invalid_client: client authentication failed" in result.output
+    assert result.output.rstrip().endswith("FAILED at token: invalid_client: client authentication failed")
+    assert "not-the-secret" not in result.output

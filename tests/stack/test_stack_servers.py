@@ -221,4 +221,7 @@ def test_oidc_provider_serves_its_discovery_document_over_verified_tls(local_sta
     assert document["code_challenge_methods_supported"] == ["S256"]
     assert document["introspection_endpoint"] == f"{e.oidc_issuer}/token/introspection"
     assert document["revocation_endpoint"] == f"{e.oidc_issuer}/token/revocation"
-    assert {c.client_id for c in e.oidc_clients} == {"mailintake-app", "mailintake-delegated", "mailintake-short-lived", "dovecot"}
+    assert {c.client_id for c in e.oidc_clients} == {
+        "mailintake-app", "mailintake-app-certificate", "mailintake-delegated", "mailintake-short-lived", "dovecot",
+    }
+    assert e.oidc_app_certificate.is_file()
