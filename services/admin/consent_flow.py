@@ -3,7 +3,7 @@
 
 :func:`begin` asks the identity provider's discovery document for its endpoints and
 returns where to send the admin's browser, with the flow's secrets (PKCE verifier,
-state, nonce) that the caller keeps on the server (``ConsentFlowStore``). The browser
+state, nonce) that the caller keeps on the server (``pending_consents``). The browser
 comes back to ``PUBLIC_URL/accounts/oauth/callback``; :func:`complete` checks the
 answer against the kept flow and exchanges the code for the tokens.
 
@@ -42,6 +42,7 @@ CALLBACK_PATH = "/accounts/oauth/callback"
 
 #: Scopes msal adds by itself, and refuses to be given: it always asks for an ID token and a refresh token.
 _MSAL_RESERVED = frozenset({"openid", "profile", "offline_access"})
+
 
 class ConsentFailed(Exception):
     """The flow cannot start or finish; the message says why, for the admin."""

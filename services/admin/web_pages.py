@@ -40,6 +40,8 @@ from services.admin.accounts_api import problems_response
 from services.admin.authentication import SESSION_COOKIE, Actor, actor_from_cookie, token_store
 from services.admin.pending_consents import FLOW_COOKIE, LIFETIME, ConsentNotFound
 from services.fetcher.account import Account, Authentication
+from services.fetcher.account_store import StoredAccountInvalid
+from services.fetcher.password_cipher import PasswordDecryptionError
 from services.ticketer.tables import AutoAnswerTemplate, Category, Priority, Resource, User
 
 HERE = Path(__file__).parent
@@ -120,8 +122,7 @@ def _to_login() -> RedirectResponse:
 def _form_page(
     request: Request, actor: Actor, *, editing: str | None, values: dict[str, Any], problems=(), status: int = 200
 ) -> HTMLResponse:
-    stored = _editor(request).stored(editing) if editing else None
-    refresh_token_stored = stored is not None and stored.oauth2 is not None and stored.oauth2.refresh_token is not None
+    refresh_token_stored = editing is not None and _has_refresh_token(request, editing)
     by_field: dict[str, list[str]] = {}
     for problem in problems:
         by_field.setdefault(problem.field, []).append(problem.message)
@@ -130,6 +131,15 @@ def _form_page(
         actor=actor, groups=GROUPS, values=values, editing=editing, problems=by_field,
         choices=_choices(request), csrf_token=actor.csrf_token, refresh_token_stored=refresh_token_stored,
     )
+
+
+def _has_refresh_token(request: Request, account_id: str) -> bool:
+    try:
+        stored = _editor(request).stored(account_id)
+    except (PasswordDecryptionError, StoredAccountInvalid):
+        # The form still opens for an account whose secrets no longer decrypt: it is how they are entered again.
+        return False
+    return stored is not None and stored.oauth2 is not None and stored.oauth2.refresh_token is not None
 
 
 def mount_pages(app: FastAPI) -> None:
