@@ -240,3 +240,16 @@ def test_a_denied_consent_shows_the_providers_error(stack, admin_page, account_i
     assert page.locator("#provider-error-description").text_content() == "End-User aborted interaction"
     screenshot(page, "account-consent-denied.png")
     assert page.request.get(f"/api/accounts/{account_id}").status == 404
+
+
+def test_a_refused_code_exchange_shows_the_providers_error(stack, admin_page, account_id):
+    """The provider refuses the token request itself (a wrong client secret): its words, exactly."""
+    page = admin_page
+    fill_oauth_account(page, stack, account_id)
+    page.get_by_label("Client secret").fill("not-the-client-secret")
+    connect_and_sign_in(page, stack)
+    page.get_by_role("button", name="Continue").click()
+    page.wait_for_url("**/accounts/oauth/callback?**")
+    assert page.locator("#provider-error").text_content() == "invalid_client"
+    assert page.locator("#provider-error-description").text_content() == "client authentication failed"
+    assert page.request.get(f"/api/accounts/{account_id}").status == 404
