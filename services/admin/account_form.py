@@ -200,6 +200,18 @@ def submitted_values(fields: Mapping[str, str]) -> dict[str, Any]:
 OAUTH2_METHODS = frozenset(method.value for method in ACCOUNT_OAUTH2_METHODS)
 
 
+def prefilled_values(query: Mapping[str, str]) -> dict[str, Any]:
+    """Form values given in a link (a failed consent sends the admin back with the account's
+    settings): known fields only, never a secret, checkboxes as true/false."""
+    values: dict[str, Any] = {}
+    for group in GROUPS:
+        for field in group.fields:
+            if field.name in query and field.name not in WRITE_ONLY:
+                text = query[field.name]
+                values[field.name] = text.lower() in ("true", "on", "1") if field.kind is Kind.CHECKBOX else text
+    return values
+
+
 def form_document(fields: Mapping[str, str]) -> dict[str, Any]:
     """The form's fields as the nested document the API takes.
 

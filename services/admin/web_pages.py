@@ -13,7 +13,7 @@ import secrets
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, quote
+from urllib.parse import parse_qsl, quote, urlencode
 
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
@@ -35,7 +35,15 @@ from services.admin.account_editing import (
     parse_draft,
     revealed_document,
 )
-from services.admin.account_form import GROUPS, NEW_ACCOUNT, flat_values, form_document, submitted_values
+from services.admin.account_form import (
+    GROUPS,
+    NEW_ACCOUNT,
+    WRITE_ONLY,
+    flat_values,
+    form_document,
+    prefilled_values,
+    submitted_values,
+)
 from services.admin.accounts_api import problems_response
 from services.admin.authentication import SESSION_COOKIE, Actor, actor_from_cookie, token_store
 from services.admin.pending_consents import FLOW_COOKIE, LIFETIME, ConsentNotFound
@@ -187,7 +195,7 @@ def mount_pages(app: FastAPI) -> None:
         actor = actor_from_cookie(request)
         if actor is None:
             return _to_login()
-        return _form_page(request, actor, editing=None, values=dict(NEW_ACCOUNT))
+        return _form_page(request, actor, editing=None, values=dict(NEW_ACCOUNT) | prefilled_values(request.query_params))
 
     @app.post("/accounts/new", include_in_schema=False)
     async def create_account(request: Request) -> Response:
@@ -341,7 +349,13 @@ def _finish_consent(request: Request) -> Response:
         taken = request.app.state.pending_consents().take(answer.get("state"), request.cookies.get(FLOW_COOKIE))
     except ConsentNotFound as exc:
         return result(400, connected=False, problem=f"Refused: {exc}.")
-    back = f"/accounts/{quote(taken.account_id)}/edit" if taken.editing else "/accounts/new"
+    if taken.editing:
+        back = f"/accounts/{quote(taken.account_id)}/edit"
+    else:
+        # A new account was not saved: the way back fills the form in again, secrets aside.
+        secret = WRITE_ONLY | {"oauth2.refresh_token"}
+        settings_only = {k: v for k, v in flat_values(taken.account).items() if k not in secret and v not in ("", None)}
+        back = "/accounts/new?" + urlencode(settings_only)
     try:
         account = AccountDraft.model_validate(taken.account)
         consented = consent_flow.complete(account, taken.flow, answer, timeout=settings.check_timeout_seconds)

@@ -240,6 +240,16 @@ def test_a_denied_consent_shows_the_providers_error(stack, admin_page, account_i
     assert page.locator("#provider-error-description").text_content() == "End-User aborted interaction"
     screenshot(page, "account-consent-denied.png")
     assert page.request.get(f"/api/accounts/{account_id}").status == 404
+    # Back to the form: filled in again with the account's settings, but not its secrets.
+    page.get_by_role("link", name="Back to the account").click()
+    page.wait_for_url("**/accounts/new?**")
+    assert page.get_by_label("Account id").input_value() == account_id
+    assert page.get_by_label("Authentication").input_value() == "oauth2_refresh_token"
+    assert page.get_by_label("Client id").input_value() == CLIENT
+    assert page.get_by_label("Scopes").input_value() == SCOPES
+    assert page.get_by_label("Prevent text-only login").is_checked()
+    assert page.get_by_label("Client secret").input_value() == ""
+    assert stack.oidc_client(CLIENT).client_secret not in page.url
 
 
 def test_a_refused_code_exchange_shows_the_providers_error(stack, admin_page, account_id):
