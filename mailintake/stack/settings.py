@@ -14,6 +14,9 @@ HOST = "127.0.0.1"
 #: Mail domain of the demo mailboxes; the SMTP relay delivers only to it.
 MAIL_DOMAIN = "mailintake.test"
 
+#: The variable handing the SMTP relay its introspection secret (not its command line, which `ps` shows).
+INTROSPECTION_SECRET_VARIABLE = "MAILINTAKE_STACK_RELAY_INTROSPECTION_SECRET"
+
 
 def repo_root(start: Path | None = None) -> Path:
     """Return the git work tree containing ``start`` (default: cwd), or ``start`` itself.

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import smtplib
 import ssl
@@ -13,7 +12,8 @@ from .component import Component, ProbeFailed
 from .oidc_provider import oidc_client, oidc_issuer
 from .os_accounts import Accounts
 from .preflight import MissingTool, find_dovecot
-from .settings import HOST
+from .processes import ProcessRecord, spawn
+from .settings import HOST, INTROSPECTION_SECRET_VARIABLE
 from .tls_probe import client_context
 
 RELAY_MODULE = "mailintake.stack.smtp_relay"
@@ -41,26 +41,8 @@ class SmtpRelay(Component):
         self.lda = found[1]
         return []
 
-    @property
-    def introspection_file(self) -> Path:
-        return self.layout.oidc_dir / "smtp-introspection.json"
-
     def prepare(self, accounts: Accounts) -> None:
-        """The relay shares Dovecot's users file and the stack's certificate; for bearer tokens it
-        introspects at the stack's provider as Dovecot's introspection client (the one such client)."""
-        introspector = oidc_client("dovecot")
-        document = {
-            "url": f"{oidc_issuer(self.settings)}/token/introspection",
-            "client_id": introspector.client_id,
-            "client_secret": introspector.client_secret,
-            "ca_file": str(self.layout.ca_cert),
-        }
-        self.introspection_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.introspection_file.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(document, handle)
-        tmp.replace(self.introspection_file)
+        """Nothing to write: the relay shares Dovecot's users file and the stack's certificate."""
 
     def command(self) -> list[str]:
         layout = self.layout
@@ -68,8 +50,19 @@ class SmtpRelay(Component):
             sys.executable, "-m", RELAY_MODULE, "--port", str(self.settings.smtp_port),
             "--cert", str(layout.server_cert), "--key", str(layout.server_key),
             "--users-file", str(layout.mail_users_file), "--dovecot-config", str(layout.dovecot_config),
-            "--lda", str(self.lda), "--oauth2-introspection", str(self.introspection_file),
+            "--lda", str(self.lda),
+            # XOAUTH2 tokens are introspected at the provider, as Dovecot does, with its client.
+            "--introspection-url", f"{oidc_issuer(self.settings)}/token/introspection",
+            "--introspection-client", oidc_client("dovecot").client_id, "--ca-file", str(layout.ca_cert),
         ]
+
+    def start(self, accounts: Accounts) -> ProcessRecord:
+        record = spawn(
+            self.command(), log_file=self.log_file, cwd=self.layout.root,
+            env={**os.environ, INTROSPECTION_SECRET_VARIABLE: oidc_client("dovecot").client_secret},
+        )
+        record.write(self.pid_file)
+        return record
 
     def probe(self, timeout: float) -> None:
         """EHLO, STARTTLS verified against the CA, EHLO again, and AUTH on offer."""

@@ -1,10 +1,9 @@
 """The stack's SMTP submission server (run as ``python -m mailintake.stack.smtp_relay``).
 
 STARTTLS is required before anything else, AUTH (PLAIN or LOGIN) only after
-TLS, and credentials are the mailbox users of the Dovecot passwd-file. With
-``--oauth2-introspection FILE`` it also takes SASL XOAUTH2 and OAUTHBEARER: the
-bearer token is introspected at the stack's OpenID Connect provider (RFC 7662), as
-Dovecot does, and must be active and name the mailbox in its ``username``. Every
+TLS, and credentials are the mailbox users of the Dovecot passwd-file. AUTH XOAUTH2
+and OAUTHBEARER take an access token of the stack's OpenID Connect provider instead, introspected
+there as Dovecot does (the token's ``username`` claim must name the SASL user). Every
 accepted message is handed to ``dovecot-lda`` for each recipient, so it
 lands in that user's Maildir and can be read back over IMAP or POP3.
 Recipients outside the stack's mail domain, or unknown there, get 550.
@@ -15,69 +14,61 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import binascii
 import json
 import logging
+import os
 import signal
 import ssl
 import urllib.error
 import urllib.parse
 import urllib.request
-from dataclasses import dataclass
 from pathlib import Path
 
-from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
+from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, LoginPassword, Session
 
-from .mail_users import check_credentials, local_part, read_users
-from .settings import HOST, MAIL_DOMAIN
+from .mail_users import check_credentials, read_users
+from .settings import HOST, INTROSPECTION_SECRET_VARIABLE, MAIL_DOMAIN
 
 log = logging.getLogger("mailintake.stack.smtp_relay")
 
 
-#: What the relay answers to a bearer token it does not take (after the client's empty
-#: answer to the error challenge, as RFC 7628 and Google's XOAUTH2 have it).
-TOKEN_REFUSED = "535 5.7.8 Authentication credentials invalid: the bearer token is not active (expired or revoked)"
-TOKEN_OF_ANOTHER = "535 5.7.8 Authentication credentials invalid: the bearer token is not for this mailbox"
-INTROSPECTION_FAILED = "454 4.7.0 Temporary authentication failure: the token could not be introspected"
+class TokenIntrospection:
+    """RFC 7662 introspection at the stack's provider: whose mailbox a token is for, if it is active."""
 
+    def __init__(self, url: str, client_id: str, secret: str, ca_file: Path):
+        self.url = url
+        self._authorization = "Basic " + base64.b64encode(f"{client_id}:{secret}".encode()).decode()
+        self._context = ssl.create_default_context(cafile=str(ca_file))
 
-@dataclass(frozen=True)
-class Introspection:
-    """Where and as which client the relay asks the provider about a token."""
-
-    url: str
-    client_id: str
-    client_secret: str
-    ca_file: Path
-
-    @classmethod
-    def read(cls, path: Path) -> Introspection:
-        document = json.loads(path.read_text(encoding="utf-8"))
-        return cls(document["url"], document["client_id"], document["client_secret"], Path(document["ca_file"]))
-
-    def claims(self, token: str) -> dict:
-        """The provider's answer about ``token`` (``active`` and its claims)."""
+    def mailbox_of(self, token: str) -> str | None:
         request = urllib.request.Request(
-            self.url,
-            data=urllib.parse.urlencode({"token": token}).encode(),
-            headers={
-                "Authorization": "Basic " + base64.b64encode(f"{self.client_id}:{self.client_secret}".encode()).decode(),
-                "Content-Type": "application/x-www-form-urlencoded",
-            },
+            self.url, data=urllib.parse.urlencode({"token": token}).encode(),
+            headers={"Authorization": self._authorization, "Content-Type": "application/x-www-form-urlencoded"},
         )
-        context = ssl.create_default_context(cafile=str(self.ca_file))
-        with urllib.request.urlopen(request, timeout=10, context=context) as response:
-            return json.load(response)
+        try:
+            with urllib.request.urlopen(request, timeout=10, context=self._context) as answer:
+                claims = json.load(answer)
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            log.error("introspection at %s failed: %s", self.url, exc)
+            return None
+        username = claims.get("username")
+        return str(username) if claims.get("active") is True and username else None
+
+
+def _local_part(user: str) -> str:
+    # As Dovecot's %Ln: "alice" and "alice@mailintake.test" are the same mailbox.
+    return user.rpartition("@")[0].lower() if "@" in user else user.lower()
 
 
 def parse_bearer(mechanism: str, blob: bytes) -> tuple[str, str] | None:
     """(user, token) of an XOAUTH2 or OAUTHBEARER initial response, or None if it is not one."""
     text = blob.decode("utf-8", errors="replace")
     if mechanism == "XOAUTH2":
-        # user=USER ^A auth=Bearer TOKEN ^A ^A
         fields = dict(part.split("=", 1) for part in text.split("\x01") if "=" in part)
         user = fields.get("user")
     else:
-        # RFC 7628: gs2 header "n,a=USER," ^A auth=Bearer TOKEN ^A ^A
+        # The GS2 header names the user: "n,a=USER,".
         header, _, rest = text.partition("\x01")
         user = next((part[2:] for part in header.split(",") if part.startswith("a=")), None)
         fields = dict(part.split("=", 1) for part in rest.split("\x01") if "=" in part)
@@ -87,61 +78,50 @@ def parse_bearer(mechanism: str, blob: bytes) -> tuple[str, str] | None:
     return user, token
 
 
-class BearerTokens:
-    """aiosmtpd handler mixin: AUTH XOAUTH2 and OAUTHBEARER, the token introspected at the provider."""
+class DovecotDelivery:
+    """aiosmtpd handler: accept recipients of the mail domain and deliver with dovecot-lda."""
 
-    introspection: Introspection | None = None
+    def __init__(self, users_file: Path, lda: Path, dovecot_config: Path, introspection: TokenIntrospection | None = None):
+        self.users_file = users_file
+        self.lda = lda
+        self.dovecot_config = dovecot_config
+        self.introspection = introspection
 
     async def auth_XOAUTH2(self, server: SMTP, args: list[str]) -> AuthResult:  # noqa: N802 - aiosmtpd's naming
+        """AUTH XOAUTH2: ``user=U^Aauth=Bearer T^A^A``; a refused token gets the error
+        challenge Dovecot sends, then (after the client's empty answer) 535."""
         return await self._bearer(server, "XOAUTH2", args)
 
     async def auth_OAUTHBEARER(self, server: SMTP, args: list[str]) -> AuthResult:  # noqa: N802 - aiosmtpd's naming
+        """AUTH OAUTHBEARER (RFC 7628): ``n,a=U,^Aauth=Bearer T^A^A``; a refused token gets the
+        RFC's error challenge, then (after the client's ^A) 535."""
         return await self._bearer(server, "OAUTHBEARER", args)
 
     async def _bearer(self, server: SMTP, mechanism: str, args: list[str]) -> AuthResult:
-        if self.introspection is None:
-            return AuthResult(success=False, handled=False, message="504 5.5.4 Unrecognized authentication type")
         if len(args) > 1:
             try:
-                blob = base64.b64decode(args[1], validate=True)
-            except ValueError:
-                return AuthResult(success=False, handled=False, message="501 5.5.2 Can't decode base64")
+                blob: bytes = base64.b64decode(args[1], validate=True)
+            except binascii.Error:
+                return AuthResult(success=False, handled=False)
         else:
+            # challenge_auth hands back the client's answer already base64-decoded.
             answer = await server.challenge_auth("")
-            if not isinstance(answer, bytes):
+            if answer is MISSING:
                 return AuthResult(success=False, handled=True)
             blob = answer
         parsed = parse_bearer(mechanism, blob)
         if parsed is None:
-            return AuthResult(success=False, handled=False, message=f"501 5.5.2 not an {mechanism} initial response")
+            return AuthResult(success=False, handled=False)
         user, token = parsed
-        try:
-            claims = await asyncio.to_thread(self.introspection.claims, token)
-        except (OSError, ValueError) as exc:
-            log.error("AUTH %s for %r: introspection failed: %s", mechanism, user, exc)
-            return AuthResult(success=False, handled=False, message=INTROSPECTION_FAILED)
-        owner = str(claims.get("username", ""))
-        if claims.get("active") is not True:
-            refusal = TOKEN_REFUSED
-        elif not local_part(owner) or local_part(owner) != local_part(user):
-            refusal = TOKEN_OF_ANOTHER
-        else:
+        mailbox = await asyncio.to_thread(self.introspection.mailbox_of, token) if self.introspection else None
+        if mailbox is not None and _local_part(mailbox) == _local_part(user):
             log.info("AUTH %s for %r: ok", mechanism, user)
             return AuthResult(success=True, auth_data=user)
-        log.info("AUTH %s for %r: refused (%s)", mechanism, user, "inactive" if refusal is TOKEN_REFUSED else "other mailbox")
-        # The error challenge, which the client answers with an empty line (XOAUTH2) or ^A (OAUTHBEARER).
-        status = {"status": "invalid_token", "schemes": "bearer"}
+        log.info("AUTH %s for %r: refused", mechanism, user)
+        status = {"status": "401", "schemes": "bearer", "scope": "mail"} if mechanism == "XOAUTH2" else {
+            "status": "invalid_token", "schemes": "bearer", "scope": "mail"}
         answer = await server.challenge_auth(json.dumps(status))
-        return AuthResult(success=False, handled=not isinstance(answer, bytes), message=refusal)
-
-
-class DovecotDelivery(BearerTokens):
-    """aiosmtpd handler: accept recipients of the mail domain and deliver with dovecot-lda."""
-
-    def __init__(self, users_file: Path, lda: Path, dovecot_config: Path):
-        self.users_file = users_file
-        self.lda = lda
-        self.dovecot_config = dovecot_config
+        return AuthResult(success=False, handled=answer is MISSING)
 
     async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope, address: str, rcpt_options):
         name, _, domain = address.rpartition("@")
@@ -198,9 +178,12 @@ def server_context(cert: Path, key: Path) -> ssl.SSLContext:
 
 
 async def serve(args: argparse.Namespace) -> None:
-    handler = DovecotDelivery(args.users_file, args.lda, args.dovecot_config)
-    if args.oauth2_introspection is not None:
-        handler.introspection = Introspection.read(args.oauth2_introspection)
+    introspection = None
+    if args.introspection_url:
+        introspection = TokenIntrospection(
+            args.introspection_url, args.introspection_client, os.environ.get(INTROSPECTION_SECRET_VARIABLE, ""), args.ca_file
+        )
+    handler = DovecotDelivery(args.users_file, args.lda, args.dovecot_config, introspection)
     context = server_context(args.cert, args.key)
     authenticator = make_authenticator(args.users_file)
 
@@ -237,7 +220,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--users-file", type=Path, required=True)
     parser.add_argument("--dovecot-config", type=Path, required=True)
     parser.add_argument("--lda", type=Path, required=True)
-    parser.add_argument("--oauth2-introspection", type=Path, help="JSON file: url, client_id, client_secret, ca_file")
+    parser.add_argument("--introspection-url", help="RFC 7662 endpoint for AUTH XOAUTH2 tokens (secret in $%s)" % INTROSPECTION_SECRET_VARIABLE)
+    parser.add_argument("--introspection-client", default="dovecot")
+    parser.add_argument("--ca-file", type=Path, help="CA of the introspection endpoint's certificate")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # aiosmtpd logs every command at INFO; deliveries and AUTH results are enough here.

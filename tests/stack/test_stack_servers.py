@@ -225,3 +225,52 @@ def test_oidc_provider_serves_its_discovery_document_over_verified_tls(local_sta
         "mailintake-app", "mailintake-app-certificate", "mailintake-delegated", "mailintake-short-lived", "dovecot",
     }
     assert e.oidc_app_certificate.is_file()
+
+
+def _app_token(e, mailbox: str, client_id: str = "mailintake-app") -> str:
+    import requests
+
+    client = e.oidc_client(client_id)
+    answer = requests.post(
+        f"{e.oidc_issuer}/token", data={"grant_type": "client_credentials", "scope": f"mailbox:{mailbox}"},
+        auth=(client.client_id, client.client_secret), verify=str(e.ca_file), timeout=10,
+    )
+    assert answer.status_code == 200, answer.text
+    return answer.json()["access_token"]
+
+
+def _xoauth2(user: str, token: str):
+    answers = iter([f"user={user}\x01auth=Bearer {token}\x01\x01", ""])
+    return lambda challenge=None: next(answers)
+
+
+def test_smtp_takes_an_oauth2_token_of_the_stacks_provider(local_stack: Stack):
+    import base64
+    import json
+
+    e = local_stack.endpoints
+    helpdesk, demo = e.user("helpdesk"), e.user("demo")
+    subject = f"xoauth2 test {uuid.uuid4().hex}"
+    message = EmailMessage()
+    message["From"], message["To"], message["Subject"] = helpdesk.address, demo.address, subject
+    message.set_content("Sent with a bearer token.\n")
+    with smtplib.SMTP(e.host, e.smtp_port, local_hostname="localhost", timeout=10) as smtp:
+        smtp.starttls(context=tls_context(local_stack))
+        smtp.ehlo()
+        assert "XOAUTH2" in smtp.esmtp_features["auth"].split()
+        code, _ = smtp.auth("XOAUTH2", _xoauth2(helpdesk.address, _app_token(e, helpdesk.address)), initial_response_ok=True)
+        assert code == 235
+        assert smtp.send_message(message) == {}
+    with IMAPClient(e.host, port=e.imaps_port, ssl=True, ssl_context=tls_context(local_stack)) as client:
+        client.login(demo.name, demo.password)
+        client.select_folder("INBOX", readonly=True)
+        assert len(client.search(["HEADER", "Subject", subject])) == 1
+
+    # A token for another mailbox is refused after the error challenge (as Dovecot sends it).
+    with smtplib.SMTP(e.host, e.smtp_port, local_hostname="localhost", timeout=10) as smtp:
+        smtp.starttls(context=tls_context(local_stack))
+        smtp.ehlo()
+        code, challenge = smtp.docmd("AUTH", "XOAUTH2 " + base64.b64encode(
+            f"user={helpdesk.address}\x01auth=Bearer {_app_token(e, demo.address)}\x01\x01".encode()).decode())
+        assert code == 334 and json.loads(base64.b64decode(challenge))["status"] == "401"
+        assert smtp.docmd("") == (535, b"5.7.8 Authentication credentials invalid")
