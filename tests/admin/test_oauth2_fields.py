@@ -8,7 +8,6 @@ import re
 
 import pytest
 from fastapi.testclient import TestClient
-from pydantic import SecretStr
 
 from services.admin.account_editing import (
     InvalidAccount,

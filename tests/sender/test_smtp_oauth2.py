@@ -10,7 +10,6 @@ from datetime import UTC, datetime
 import pytest
 from pydantic import SecretStr
 
-from mailintake.database import engine_for
 from services.fetcher.account import Account
 from services.fetcher.account_store import AccountStore
 from services.fetcher.password_cipher import cipher_from_settings
