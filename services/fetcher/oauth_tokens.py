@@ -292,7 +292,9 @@ class _Entry:
     token: AccessToken | None = None
     client: MicrosoftTokenClient | OidcTokenClient | None = None
     refresh_token_seen: str | None = None
-    """The refresh token the account carried when we last looked (the stored one)."""
+    """The refresh token the account carried when we last looked."""
+    refresh_token_stored: str | None = None
+    """The refresh token known to be in the account store (what a rotation replaces there)."""
     refresh_token_current: str | None = None
     """The newest refresh token: the account's, or one the provider rotated since."""
 
@@ -344,7 +346,7 @@ class TokenBroker:
             stored_refresh = oauth2.refresh_token.get_secret_value() if oauth2.refresh_token else None
             if stored_refresh != entry.refresh_token_seen:
                 # A new consent (or the first look): the account's refresh token wins.
-                entry.refresh_token_seen = entry.refresh_token_current = stored_refresh
+                entry.refresh_token_seen = entry.refresh_token_stored = entry.refresh_token_current = stored_refresh
             now = self._clock()
             if entry.token is not None and not refresh_due(entry.token, now, self._margin):
                 return entry.token.value
@@ -360,13 +362,29 @@ class TokenBroker:
                     )
                 grant = entry.client.refresh(entry.refresh_token_current, wanted)
                 if grant.refresh_token and grant.refresh_token != entry.refresh_token_current:
-                    if self._on_rotated is not None:
-                        # Stored before use: the provider may already have retired the old one.
-                        self._on_rotated(account.id, entry.refresh_token_current, grant.refresh_token)
+                    # Kept first: the provider may already have retired the old one.
                     entry.refresh_token_current = grant.refresh_token
+                    if self._on_rotated is not None:
+                        self._store_rotated(account.id, entry, grant.refresh_token)
             lifetime = grant.expires_in if grant.expires_in > 0 else 3600.0
             entry.token = AccessToken(grant.access_token, now + lifetime, lifetime)
             return entry.token.value
+
+    def _store_rotated(self, account_id: str, entry: _Entry, new: str) -> None:
+        """Store a rotated refresh token before its access token is used; a failure fails
+        the poll (step token), and the next rotation tries again from the stored one."""
+        assert self._on_rotated is not None
+        try:
+            self._on_rotated(account_id, entry.refresh_token_stored or "", new)
+        except Exception as exc:  # noqa: BLE001 - any failure to store must stop the poll, loudly
+            entry.token = None
+            raise TokenRefused(
+                None,
+                f"the identity provider rotated the refresh token, and storing the new one failed "
+                f"({type(exc).__name__}: {exc}); it is kept in memory and stored at the next rotation.",
+                error_code="not_stored",
+            ) from exc
+        entry.refresh_token_stored = new
 
     def forget(self, account_id: str) -> None:
         """Drop the cached access token (after the server refused it), keeping the refresh token."""

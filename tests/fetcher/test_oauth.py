@@ -391,3 +391,26 @@ def test_accounts_check_prints_the_providers_refusal(stack, oauth_account, tmp_p
     assert "server: invalid_client: client authentication failed" in result.output
     assert result.output.rstrip().endswith("FAILED at token: invalid_client: client authentication failed")
     assert "not-the-secret" not in result.output
+
+
+def test_a_rotation_that_cannot_be_stored_fails_loudly_and_is_stored_next_time(stack, oauth_account):
+    consent = sign_in_and_consent(stack, "alice")
+    account = oauth_account(
+        "alice", authentication="oauth2_refresh_token", client_id="mailintake-delegated",
+        oauth2={"refresh_token": consent.refresh_token, "scopes": ["mail"]},
+    )
+    calls: list[tuple[str, str]] = []
+
+    def store(account_id: str, previous: str, new: str) -> None:
+        calls.append((previous, new))
+        if len(calls) == 1:
+            raise ConnectionError("database is down")
+
+    broker = TokenBroker(on_rotated_refresh_token=store)
+    with pytest.raises(TokenRefused) as refused:
+        broker.access_token(account)
+    assert refused.value.error_code == "not_stored" and "database is down" in refused.value.explanation
+    # The poll after works with the rotated token kept in memory, and stores its rotation
+    # as a replacement of the token still in the store (the consent's).
+    broker.access_token(account)
+    assert calls[1][0] == consent.refresh_token and calls[1][1] not in (consent.refresh_token, calls[0][1])
