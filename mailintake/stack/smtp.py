@@ -29,7 +29,7 @@ class SmtpRelay(Component):
         return {"smtp_port": self.settings.smtp_port}
 
     def address(self) -> str:
-        return f"{HOST}:{self.settings.smtp_port} (STARTTLS, AUTH PLAIN/LOGIN/XOAUTH2 after TLS)"
+        return f"{HOST}:{self.settings.smtp_port} (STARTTLS, AUTH PLAIN/LOGIN/XOAUTH2/OAUTHBEARER after TLS)"
 
     def owns(self, argv: list[str]) -> bool:
         return RELAY_MODULE in argv and str(self.layout.mail_users_file) in argv

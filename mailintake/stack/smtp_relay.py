@@ -2,7 +2,7 @@
 
 STARTTLS is required before anything else, AUTH (PLAIN or LOGIN) only after
 TLS, and credentials are the mailbox users of the Dovecot passwd-file. AUTH XOAUTH2
-takes an access token of the stack's OpenID Connect provider instead, introspected
+and OAUTHBEARER take an access token of the stack's OpenID Connect provider instead, introspected
 there as Dovecot does (the token's ``username`` claim must name the SASL user). Every
 accepted message is handed to ``dovecot-lda`` for each recipient, so it
 lands in that user's Maildir and can be read back over IMAP or POP3.
@@ -61,6 +61,23 @@ def _local_part(user: str) -> str:
     return user.rpartition("@")[0].lower() if "@" in user else user.lower()
 
 
+def parse_bearer(mechanism: str, blob: bytes) -> tuple[str, str] | None:
+    """(user, token) of an XOAUTH2 or OAUTHBEARER initial response, or None if it is not one."""
+    text = blob.decode("utf-8", errors="replace")
+    if mechanism == "XOAUTH2":
+        fields = dict(part.split("=", 1) for part in text.split("\x01") if "=" in part)
+        user = fields.get("user")
+    else:
+        # The GS2 header names the user: "n,a=USER,".
+        header, _, rest = text.partition("\x01")
+        user = next((part[2:] for part in header.split(",") if part.startswith("a=")), None)
+        fields = dict(part.split("=", 1) for part in rest.split("\x01") if "=" in part)
+    scheme, _, token = fields.get("auth", "").partition(" ")
+    if not user or scheme.lower() != "bearer" or not token:
+        return None
+    return user, token
+
+
 class DovecotDelivery:
     """aiosmtpd handler: accept recipients of the mail domain and deliver with dovecot-lda."""
 
@@ -70,26 +87,40 @@ class DovecotDelivery:
         self.dovecot_config = dovecot_config
         self.introspection = introspection
 
-    async def auth_XOAUTH2(self, server: SMTP, args: list[str]) -> AuthResult:
+    async def auth_XOAUTH2(self, server: SMTP, args: list[str]) -> AuthResult:  # noqa: N802 - aiosmtpd's naming
         """AUTH XOAUTH2: ``user=U^Aauth=Bearer T^A^A``; a refused token gets the error
         challenge Dovecot sends, then (after the client's empty answer) 535."""
-        blob = args[1].encode() if len(args) > 1 else await server.challenge_auth("")
-        if blob is MISSING:
-            return AuthResult(success=False, handled=True)
-        try:
-            fields = dict(
-                part.split("=", 1) for part in base64.b64decode(blob, validate=True).decode().split("\x01") if "=" in part
-            )
-        except (binascii.Error, UnicodeDecodeError, ValueError):
+        return await self._bearer(server, "XOAUTH2", args)
+
+    async def auth_OAUTHBEARER(self, server: SMTP, args: list[str]) -> AuthResult:  # noqa: N802 - aiosmtpd's naming
+        """AUTH OAUTHBEARER (RFC 7628): ``n,a=U,^Aauth=Bearer T^A^A``; a refused token gets the
+        RFC's error challenge, then (after the client's ^A) 535."""
+        return await self._bearer(server, "OAUTHBEARER", args)
+
+    async def _bearer(self, server: SMTP, mechanism: str, args: list[str]) -> AuthResult:
+        if len(args) > 1:
+            try:
+                blob: bytes = base64.b64decode(args[1], validate=True)
+            except binascii.Error:
+                return AuthResult(success=False, handled=False)
+        else:
+            # challenge_auth hands back the client's answer already base64-decoded.
+            answer = await server.challenge_auth("")
+            if answer is MISSING:
+                return AuthResult(success=False, handled=True)
+            blob = answer
+        parsed = parse_bearer(mechanism, blob)
+        if parsed is None:
             return AuthResult(success=False, handled=False)
-        user, bearer = fields.get("user", ""), fields.get("auth", "")
-        token = bearer[len("Bearer "):] if bearer.startswith("Bearer ") else ""
-        mailbox = await asyncio.to_thread(self.introspection.mailbox_of, token) if token and self.introspection else None
+        user, token = parsed
+        mailbox = await asyncio.to_thread(self.introspection.mailbox_of, token) if self.introspection else None
         if mailbox is not None and _local_part(mailbox) == _local_part(user):
-            log.info("AUTH XOAUTH2 for %r: ok", user)
+            log.info("AUTH %s for %r: ok", mechanism, user)
             return AuthResult(success=True, auth_data=user)
-        log.info("AUTH XOAUTH2 for %r: refused", user)
-        answer = await server.challenge_auth(json.dumps({"status": "401", "schemes": "bearer", "scope": "mail"}))
+        log.info("AUTH %s for %r: refused", mechanism, user)
+        status = {"status": "401", "schemes": "bearer", "scope": "mail"} if mechanism == "XOAUTH2" else {
+            "status": "invalid_token", "schemes": "bearer", "scope": "mail"}
+        answer = await server.challenge_auth(json.dumps(status))
         return AuthResult(success=False, handled=answer is MISSING)
 
     async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope, address: str, rcpt_options):

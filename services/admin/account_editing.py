@@ -22,9 +22,10 @@ from sqlalchemy import Connection, Engine, select
 from mailintake.contracts.records import SenderIdentity
 from services.admin.access import AuditLog
 from services.admin.tickets_api import UtcDatetime
-from services.fetcher.account import Account
+from services.fetcher.account import OAUTH2_METHODS, Account, Authentication, OAuth2
 from services.fetcher.account_store import AccountChange, AccountStore, ChangeAction, ChangeHook
 from services.fetcher.connection_check import CheckReport, check_account
+from services.fetcher.oauth_tokens import TokenBroker
 from services.fetcher.tables import AccountStatus
 from services.ticketer.reference_data import missing_reference_data
 
@@ -45,6 +46,34 @@ class CheckedSender(SenderIdentity):
         return value
 
 
+def _empty_is_absent(value: object) -> object:
+    if value == "" or (isinstance(value, SecretStr) and value.get_secret_value() == ""):
+        return None
+    return value
+
+
+class OAuth2Draft(OAuth2):
+    """The OAuth2 section as the API and the page take it: secrets may be empty (kept, see :func:`kept_secrets`)."""
+
+    client_secret: SecretStr | None = None
+    """Write-only. Empty or absent keeps the stored secret, for the same provider, tenant, authority, client id and CA file."""
+
+    refresh_token: SecretStr | None = None
+    """Write-only. Usually set by the consent flow ("Connect with Microsoft"); empty or absent keeps the stored one."""
+
+    @field_validator("client_secret", "refresh_token", mode="before")
+    @classmethod
+    def _secret_empty_is_absent(cls, value: object) -> object:
+        return _empty_is_absent(value)
+
+
+class OAuth2Out(OAuth2):
+    """The OAuth2 section as the API shows it: never a secret."""
+
+    client_secret: SecretStr | None = Field(default=None, exclude=True)
+    refresh_token: SecretStr | None = Field(default=None, exclude=True)
+
+
 class AccountDraft(Account):
     """An account as the API and the page take it. The password may be empty: on an
     update (or a check of a stored account) that keeps the stored one."""
@@ -55,15 +84,16 @@ class AccountDraft(Account):
     password: SecretStr | None = None
     """Write-only. Empty or absent keeps the stored password; required for a new account."""
 
+    oauth2: OAuth2Draft | None = None
+    """Token source for the oauth2_* methods; its secrets are write-only like the password."""
+
     sender: CheckedSender = CheckedSender()
     """Sender name and address for auto-answers; the address must be a mail address."""
 
     @field_validator("password", mode="before")
     @classmethod
     def _empty_is_absent(cls, value: object) -> object:
-        if value == "" or (isinstance(value, SecretStr) and value.get_secret_value() == ""):
-            return None
-        return value
+        return _empty_is_absent(value)
 
     def with_password(self, password: SecretStr) -> Account:
         return Account.model_validate({**self.model_dump(exclude={"password"}), "password": password})
@@ -73,6 +103,8 @@ class StoredAccountOut(Account):
     """A stored account as the API shows it: every setting, never the password."""
 
     password: SecretStr | None = Field(default=None, exclude=True)
+
+    oauth2: OAuth2Out | None = None
 
     secrets_required: ClassVar[bool] = False
     """The view never holds secrets."""
@@ -153,6 +185,10 @@ def kept_password(draft: AccountDraft, stored: Account | None) -> SecretStr:
         return draft.password
     if stored is None:
         raise InvalidAccount([FieldProblem("password", "a new account needs a password")])
+    if stored.password is None:
+        raise InvalidAccount(
+            [FieldProblem("password", f"enter a password: the stored account has none (it used {stored.authentication.value})")]
+        )
     moved = [
         name for name in ("protocol", "host", "port", "security", "ca_file") if getattr(draft, name) != getattr(stored, name)
     ]
@@ -162,6 +198,79 @@ def kept_password(draft: AccountDraft, stored: Account | None) -> SecretStr:
                           "password is only ever sent to the server it was entered for")]
         )
     return stored.password
+
+
+_SECRET_DESTINATION = ("provider", "tenant", "authority", "client_id", "ca_file")
+"""What decides where an OAuth2 secret is sent, and for which application."""
+
+
+def kept_secrets(draft: AccountDraft, stored: Account | None, *, connecting: bool = False) -> Account:
+    """The account of ``draft``, with the stored secrets it leaves empty.
+
+    As for the password (:func:`kept_password`): a stored client secret or refresh
+    token is kept only while the identity provider, tenant, authority, client id and
+    CA file stay the same, so nobody can have it sent to a provider of their own.
+    ``connecting``: for the consent flow, which is about to get the refresh token, so
+    none is required (the result is an account without secrets checks, for the flow only).
+    """
+    if draft.authentication not in OAUTH2_METHODS:
+        return draft.with_password(kept_password(draft, stored))
+    oauth2 = draft.oauth2
+    assert oauth2 is not None, "the model requires the oauth2 section for the oauth2 methods"
+    before = stored.oauth2 if stored is not None else None
+    moved = [] if before is None else [name for name in _SECRET_DESTINATION if getattr(oauth2, name) != getattr(before, name)]
+    why_again = f"{', '.join(moved)} changed, and the stored {{}} is only ever sent to the identity provider and application it was {{}} for"
+    problems = []
+
+    client_secret = oauth2.client_secret
+    if client_secret is None and oauth2.certificate_file is None and before is not None and before.client_secret is not None:
+        if not moved:
+            client_secret = before.client_secret
+        elif draft.authentication is Authentication.OAUTH2_CLIENT_CREDENTIALS:
+            problems.append(FieldProblem("oauth2.client_secret", "enter the client secret again: " + why_again.format("secret", "entered")))
+    if (
+        draft.authentication is Authentication.OAUTH2_CLIENT_CREDENTIALS
+        and client_secret is None
+        and oauth2.certificate_file is None
+        and not problems
+    ):
+        problems.append(FieldProblem("oauth2.client_secret", "oauth2_client_credentials needs a client secret or a certificate file"))
+
+    refresh_token = oauth2.refresh_token
+    if draft.authentication is Authentication.OAUTH2_REFRESH_TOKEN and refresh_token is None and not connecting:
+        if before is not None and before.refresh_token is not None and not moved:
+            refresh_token = before.refresh_token
+        elif before is not None and before.refresh_token is not None:
+            problems.append(FieldProblem("oauth2.refresh_token", "connect again: " + why_again.format("refresh token", "issued")))
+        else:
+            problems.append(FieldProblem(
+                "oauth2.refresh_token",
+                "not connected yet: use \"Connect with Microsoft\" (the consent flow gives the refresh token, and saves the account)",
+            ))
+    if problems:
+        raise InvalidAccount(problems)
+    document = draft.model_dump(exclude={"password", "oauth2"})
+    document["oauth2"] = oauth2.model_dump(exclude={"client_secret", "refresh_token"}) | {
+        "client_secret": client_secret,
+        "refresh_token": refresh_token,
+    }
+    try:
+        return (AccountDraft if connecting else Account).model_validate(document)
+    except ValidationError as error:
+        raise InvalidAccount(validation_problems(error)) from None
+
+
+def revealed_document(account: Account) -> dict[str, Any]:
+    """The account as JSON-able data with its secrets in clear, for the encrypted pending consent only."""
+    document = account.model_dump(mode="json")
+    for holder, name, secret in (
+        (document, "password", account.password),
+        (document.get("oauth2") or {}, "client_secret", account.oauth2 and account.oauth2.client_secret),
+        (document.get("oauth2") or {}, "refresh_token", account.oauth2 and account.oauth2.refresh_token),
+    ):
+        if name in holder:
+            holder[name] = None if secret is None else secret.get_secret_value()
+    return document
 
 
 class AccountEditor:
@@ -205,7 +314,7 @@ class AccountEditor:
 
     # --- writing ---------------------------------------------------------------
     def create(self, draft: AccountDraft, actor: str) -> Account:
-        account = self._checked(draft.with_password(kept_password(draft, None)))
+        account = self._checked(kept_secrets(draft, None))
 
         def audit(connection: Connection, change: AccountChange) -> None:
             if change.action is not ChangeAction.ADDED:
@@ -220,7 +329,7 @@ class AccountEditor:
     def update(self, account_id: str, draft: AccountDraft, actor: str) -> Account:
         if draft.id != account_id:
             raise InvalidAccount([FieldProblem("id", f"an account's id cannot change (this is {account_id!r})")])
-        account = self._checked(draft.with_password(kept_password(draft, self._stored(account_id))))
+        account = self._checked(kept_secrets(draft, self._stored(account_id)))
 
         def audit(connection: Connection, change: AccountChange) -> None:
             if change.action is ChangeAction.ADDED:
@@ -230,6 +339,26 @@ class AccountEditor:
         if self._store.upsert(account, on_change=audit).action is not ChangeAction.UNCHANGED:
             self._announce(account_id, False)
         return account
+
+    def connect(self, account: Account, actor: str, *, editing: bool) -> None:
+        """Store an account the consent flow gave its refresh token: a new one, or the
+        stored one (``editing``), audited as ``account.oauth2_connect`` (field names only)."""
+        account = self._checked(account)
+
+        def audit(connection: Connection, change: AccountChange) -> None:
+            if editing and change.action is ChangeAction.ADDED:
+                raise AccountNotFound(f"no account with id {account.id!r} (it was deleted meanwhile)")
+            if not editing and change.action is not ChangeAction.ADDED:
+                raise AccountExists(f"an account with id {account.id!r} exists already; edit it and connect from there")
+            fields = dict.fromkeys([*change.fields, "oauth2.refresh_token"])
+            AuditLog.write(connection, actor, "account.oauth2_connect", account.id, list(fields))
+
+        self._store.upsert(account, on_change=audit)
+        self._announce(account.id, False)
+
+    def stored(self, account_id: str) -> Account | None:
+        """The stored account with its secrets, or None; for the consent flow, never for a response."""
+        return self._store.get(account_id)
 
     def delete(self, account_id: str, actor: str) -> None:
         if not self._store.delete(account_id, on_change=self._audited(actor, "account.delete")):
@@ -252,16 +381,23 @@ class AccountEditor:
 
     # --- checking --------------------------------------------------------------
     def check_stored(self, account_id: str) -> CheckReport:
-        return check_account(self._stored(account_id), timeout=self._check_timeout, source_address=self._check_source)
+        return check_account(
+            self._stored(account_id), timeout=self._check_timeout, source_address=self._check_source, tokens=self._tokens()
+        )
 
     def check_draft(self, draft: AccountDraft) -> CheckReport:
-        """Check an unsaved account; an empty password takes the stored one of the same id, if any."""
-        stored = None if draft.password is not None else self._store.get(draft.id)
+        """Check an unsaved account; an empty secret takes the stored one of the same id, if any."""
         return check_account(
-            draft.with_password(kept_password(draft, stored)),
+            kept_secrets(draft, self._store.get(draft.id)),
             timeout=self._check_timeout,
             source_address=self._check_source,
+            tokens=self._tokens(),
         )
+
+    def _tokens(self) -> TokenBroker:
+        """A fresh broker per check (it asks the provider afresh) that stores a refresh token the
+        provider rotates: a rotating provider retires the stored one the moment the check uses it."""
+        return TokenBroker(timeout=self._check_timeout, on_rotated_refresh_token=self._store.store_rotated_refresh_token)
 
     # --- internals -------------------------------------------------------------
     def _stored(self, account_id: str) -> Account:

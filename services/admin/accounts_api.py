@@ -62,7 +62,8 @@ def create_account(draft: AccountDraft, editor: Editor, actor: Authenticated) ->
 @router.post(
     "/accounts/check", response_model=CheckReport, summary="Check an unsaved account's connection",
     description="Each step (connect, tls, capabilities, authentication, select or folder) with its time, outcome and "
-    "the server's exact reply. An empty password takes the stored one of the account with the same id.",
+    "the server's exact reply (OAuth2 accounts: token first, with the identity provider's). An empty password or "
+    "OAuth2 secret takes the stored one of the account with the same id.",
     responses=_REFUSED,
 )
 def check_unsaved_account(draft: AccountDraft, editor: Editor, _: Authenticated) -> CheckReport:
@@ -76,7 +77,9 @@ def show_account(account_id: str, editor: Editor, _: Authenticated) -> AccountVi
 
 @router.put(
     "/accounts/{account_id}", response_model=AccountView, summary="Replace an account's settings",
-    description="An empty or absent password keeps the stored one.", responses={**_NOT_FOUND, **_REFUSED},
+    description="An empty or absent password, oauth2.client_secret or oauth2.refresh_token keeps the stored one, "
+    "as long as the server (for the password) or the identity provider, tenant, authority, client id and CA file "
+    "(for the OAuth2 secrets) stay the same.", responses={**_NOT_FOUND, **_REFUSED},
 )
 def update_account(account_id: str, draft: AccountDraft, editor: Editor, actor: Authenticated) -> AccountView:
     editor.update(account_id, draft, actor.name)

@@ -9,6 +9,7 @@ needs a token, or an OIDC access token where configured (see ``authentication``)
 
 from __future__ import annotations
 
+import logging
 from functools import cache
 
 import structlog
@@ -23,7 +24,9 @@ from services.admin.account_editing import AccountEditor
 from services.admin.accounts_api import install_error_handlers
 from services.admin.accounts_api import router as accounts_router
 from services.admin.authentication import authenticated
+from services.admin.consent_flow import CALLBACK_PATH
 from services.admin.oidc import OidcVerifier
+from services.admin.pending_consents import PendingConsentStore
 from services.admin.settings import AdminSettings
 from services.admin.tickets_api import router as tickets_router
 from services.admin.web_pages import mount_pages
@@ -58,13 +61,18 @@ def create_app(settings: AdminSettings, cipher: PasswordCipher | None = None) ->
     )
 
     @cache
-    def account_editor() -> AccountEditor:
+    def accounts_cipher() -> PasswordCipher:
         from mailintake.runtime.settings import load_settings
-        from services.fetcher.account_store import AccountStore
         from services.fetcher.password_cipher import cipher_from_settings
         from services.fetcher.settings import AccountEncryptionSettings
 
-        key = cipher or cipher_from_settings(load_settings(AccountEncryptionSettings))
+        return cipher or cipher_from_settings(load_settings(AccountEncryptionSettings))
+
+    @cache
+    def account_editor() -> AccountEditor:
+        from services.fetcher.account_store import AccountStore
+
+        key = accounts_cipher()
         announce = None
         if settings.kafka_bootstrap_servers:
             from services.fetcher.mailbox_ownership import AccountNoticeWriter
@@ -74,7 +82,13 @@ def create_app(settings: AdminSettings, cipher: PasswordCipher | None = None) ->
             engine, AccountStore(engine, key), settings.check_timeout_seconds, settings.check_source_address, announce
         )
 
+    @cache
+    def pending_consents() -> PendingConsentStore:
+        return PendingConsentStore(engine, accounts_cipher())
+
     app.state.account_editor = account_editor
+    app.state.pending_consents = pending_consents
+    app.state.settings = settings
     install_error_handlers(app)
     app.include_router(accounts_router)
     app.include_router(tickets_router, dependencies=[Depends(authenticated)])
@@ -98,6 +112,16 @@ def create_app(settings: AdminSettings, cipher: PasswordCipher | None = None) ->
     return app
 
 
+class CallbackQueryHidden(logging.Filter):
+    """Keeps the consent callback's query out of the access log: it holds the authorization code."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        # uvicorn's access record: (client, method, path with query, HTTP version, status).
+        if isinstance(record.args, tuple) and len(record.args) >= 3 and str(record.args[2]).startswith(CALLBACK_PATH + "?"):
+            record.args = (*record.args[:2], f"{CALLBACK_PATH}?(hidden)", *record.args[3:])
+        return True
+
+
 def serve(settings: AdminSettings) -> None:
     """Serve the app with uvicorn until SIGTERM/SIGINT."""
     import uvicorn
@@ -105,6 +129,7 @@ def serve(settings: AdminSettings) -> None:
     from mailintake.runtime.logs import configure_logging
 
     configure_logging("admin", settings.log_level)
+    logging.getLogger("uvicorn.access").addFilter(CallbackQueryHidden())
     # log_config=None keeps the JSON logging configured above instead of uvicorn's own.
     uvicorn.run(
         create_app(settings),

@@ -28,6 +28,9 @@ class AdminSettings(BaseSettings):
     forwarded_allow_ips: str = "127.0.0.1"
     """Comma-separated addresses of the reverse proxies (e.g. the ingress) whose X-Forwarded-Proto and X-Forwarded-For are trusted, or *. Behind a proxy that ends TLS this makes the page's session cookie Secure."""
 
+    public_url: str | None = Field(default=None, pattern=r"^https?://[^/?#]+(/[^?#]*)?$")
+    """The admin page's address as browsers reach it, e.g. https://mailintake-admin.example.com. "Connect with Microsoft" sends the identity provider PUBLIC_URL/accounts/oauth/callback as the redirect URI, which must be registered with the application there; it is never taken from a request's Host header. Unset, the page cannot connect oauth2_refresh_token accounts."""
+
     api_token: SecretStr | None = None
     """An admin token given by the deployment (the chart's adminToken secret), registered hashed at start as the token named 'deployment', so a platform team has a first token without the CLI: 'mi_' and at least 32 random characters after it, e.g. python -c "import secrets; print('mi_' + secrets.token_urlsafe(32))". A changed secret replaces the old token; one revoked with `mailintake admin token revoke deployment` stays revoked. Secret."""
 

@@ -13,7 +13,7 @@ import secrets
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, quote
+from urllib.parse import parse_qsl, quote, urlencode
 
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
@@ -23,17 +23,33 @@ from starlette.concurrency import run_in_threadpool
 from sqlalchemy import select
 
 from services.admin.access import csrf_token_matches
+from services.admin import consent_flow
 from services.admin.account_editing import (
+    AccountDraft,
     AccountEditor,
     AccountExists,
     AccountNotFound,
     FieldProblem,
     InvalidAccount,
+    kept_secrets,
     parse_draft,
+    revealed_document,
 )
-from services.admin.account_form import GROUPS, NEW_ACCOUNT, flat_values, form_document, submitted_values
+from services.admin.account_form import (
+    GROUPS,
+    NEW_ACCOUNT,
+    WRITE_ONLY,
+    flat_values,
+    form_document,
+    prefilled_values,
+    submitted_values,
+)
 from services.admin.accounts_api import problems_response
 from services.admin.authentication import SESSION_COOKIE, Actor, actor_from_cookie, token_store
+from services.admin.pending_consents import FLOW_COOKIE, LIFETIME, ConsentNotFound
+from services.fetcher.account import Account, Authentication
+from services.fetcher.account_store import StoredAccountInvalid
+from services.fetcher.password_cipher import PasswordDecryptionError
 from services.ticketer.tables import AutoAnswerTemplate, Category, Priority, Resource, User
 
 HERE = Path(__file__).parent
@@ -114,14 +130,24 @@ def _to_login() -> RedirectResponse:
 def _form_page(
     request: Request, actor: Actor, *, editing: str | None, values: dict[str, Any], problems=(), status: int = 200
 ) -> HTMLResponse:
+    refresh_token_stored = editing is not None and _has_refresh_token(request, editing)
     by_field: dict[str, list[str]] = {}
     for problem in problems:
         by_field.setdefault(problem.field, []).append(problem.message)
     return _page(
         request, "account_form.html", status,
         actor=actor, groups=GROUPS, values=values, editing=editing, problems=by_field,
-        choices=_choices(request), csrf_token=actor.csrf_token,
+        choices=_choices(request), csrf_token=actor.csrf_token, refresh_token_stored=refresh_token_stored,
     )
+
+
+def _has_refresh_token(request: Request, account_id: str) -> bool:
+    try:
+        stored = _editor(request).stored(account_id)
+    except (PasswordDecryptionError, StoredAccountInvalid):
+        # The form still opens for an account whose secrets no longer decrypt: it is how they are entered again.
+        return False
+    return stored is not None and stored.oauth2 is not None and stored.oauth2.refresh_token is not None
 
 
 def mount_pages(app: FastAPI) -> None:
@@ -169,7 +195,7 @@ def mount_pages(app: FastAPI) -> None:
         actor = actor_from_cookie(request)
         if actor is None:
             return _to_login()
-        return _form_page(request, actor, editing=None, values=dict(NEW_ACCOUNT))
+        return _form_page(request, actor, editing=None, values=dict(NEW_ACCOUNT) | prefilled_values(request.query_params))
 
     @app.post("/accounts/new", include_in_schema=False)
     async def create_account(request: Request) -> Response:
@@ -217,6 +243,16 @@ def mount_pages(app: FastAPI) -> None:
 
         return await in_session(request, update)
 
+    # Before the routes with an account id: 'oauth' is no account.
+    @app.post("/accounts/oauth/start", include_in_schema=False)
+    async def start_consent(request: Request) -> Response:
+        return await in_session(request, lambda actor, fields: _start_consent(request, actor, fields))
+
+    @app.get(consent_flow.CALLBACK_PATH, include_in_schema=False)
+    def finish_consent(request: Request) -> Response:
+        # No session cookie here (see pending_consents): the flow's own cookie and state bind the answer.
+        return _finish_consent(request)
+
     @app.post("/accounts/{account_id}/{action}", include_in_schema=False)
     async def account_action(request: Request, account_id: str, action: str) -> Response:
         if action not in ("delete", "enable", "disable"):
@@ -247,6 +283,95 @@ def mount_pages(app: FastAPI) -> None:
             return JSONResponse(report.model_dump(mode="json"))
 
         return await in_session(request, check)
+
+
+def _start_consent(request: Request, actor: Actor, fields: dict[str, str]) -> Response:
+    """"Connect with Microsoft": check the form, keep the flow, and send the browser to the provider."""
+    editing = fields.get("editing") or None
+    if editing is not None:
+        fields["id"] = editing
+
+    def refused(problems, status: int = 422) -> HTMLResponse:
+        return _form_page(request, actor, editing=editing, values=submitted_values(fields), problems=problems, status=status)
+
+    settings = request.app.state.settings
+    if settings.public_url is None:
+        return refused([FieldProblem(
+            "oauth2.refresh_token",
+            "this admin service does not know its own address: set MAILINTAKE_ADMIN_PUBLIC_URL (the identity provider "
+            f"sends the browser back to PUBLIC_URL{consent_flow.CALLBACK_PATH}, which must be registered there)",
+        )], 409)
+    editor = _editor(request)
+    try:
+        draft = parse_draft(form_document(fields))
+        if draft.authentication is not Authentication.OAUTH2_REFRESH_TOKEN:
+            raise InvalidAccount([FieldProblem(
+                "authentication", f"Connect gets a refresh token: choose oauth2_refresh_token (not {draft.authentication.value})"
+            )])
+        stored = editor.stored(draft.id)
+        if editing is None and stored is not None:
+            return refused([FieldProblem("id", f"an account with id {draft.id!r} exists already; edit it and connect from there")], 409)
+        if editing is not None and stored is None:
+            raise PageRefused(404, f"no account with id {editing!r}")
+        account = kept_secrets(draft, stored, connecting=True)
+        pending = consent_flow.begin(account, settings.public_url, timeout=settings.check_timeout_seconds)
+    except InvalidAccount as exc:
+        return refused(exc.problems)
+    except consent_flow.ConsentFailed as exc:
+        return refused([FieldProblem("oauth2.refresh_token", str(exc))], 502)
+    browser = request.app.state.pending_consents().keep(
+        state=pending.state, session_token=actor.session_token, actor=actor.name, account_id=draft.id,
+        editing=editing is not None, flow=pending.flow, account=revealed_document(account),
+    )
+    response = _page(
+        request, "consent_redirect.html", actor=actor, csrf_token=actor.csrf_token,
+        authorize_url=pending.authorize_url, issuer=account.oauth2.issuer, account_id=draft.id,
+    )
+    # Lax, not Strict: the provider's redirect back is a navigation from another site.
+    response.set_cookie(
+        FLOW_COOKIE, browser, max_age=int(LIFETIME.total_seconds()), path=consent_flow.CALLBACK_PATH, httponly=True,
+        samesite="lax", secure=settings.public_url.startswith("https://"),
+    )
+    return response
+
+
+def _finish_consent(request: Request) -> Response:
+    """The provider's answer: take the kept flow, exchange the code, store the account with its refresh token."""
+    answer = dict(request.query_params)
+    settings = request.app.state.settings
+
+    def result(status: int, **context: Any) -> HTMLResponse:
+        response = _page(request, "consent_result.html", status, **context)
+        response.delete_cookie(FLOW_COOKIE, path=consent_flow.CALLBACK_PATH)
+        return response
+
+    try:
+        taken = request.app.state.pending_consents().take(answer.get("state"), request.cookies.get(FLOW_COOKIE))
+    except ConsentNotFound as exc:
+        return result(400, connected=False, problem=f"Refused: {exc}.")
+    if taken.editing:
+        back = f"/accounts/{quote(taken.account_id)}/edit"
+    else:
+        # A new account was not saved: the way back fills the form in again, secrets aside.
+        secret = WRITE_ONLY | {"oauth2.refresh_token"}
+        settings_only = {k: v for k, v in flat_values(taken.account).items() if k not in secret and v not in ("", None)}
+        back = "/accounts/new?" + urlencode(settings_only)
+    try:
+        account = AccountDraft.model_validate(taken.account)
+        consented = consent_flow.complete(account, taken.flow, answer, timeout=settings.check_timeout_seconds)
+        document = taken.account | {"oauth2": taken.account["oauth2"] | {"refresh_token": consented.refresh_token.get_secret_value()}}
+        _editor(request).connect(Account.model_validate(document), taken.actor, editing=taken.editing)
+    except consent_flow.ProviderRefused as exc:
+        return result(400, connected=False, back=back, provider_error=exc.error, provider_error_description=exc.description)
+    except consent_flow.ConsentFailed as exc:
+        return result(502, connected=False, back=back, problem=str(exc))
+    except InvalidAccount as exc:
+        return result(422, connected=False, back=back, problem=str(exc))
+    except (AccountExists, AccountNotFound) as exc:
+        return result(409, connected=False, back=back, problem=str(exc))
+    return result(
+        200, connected=True, account_id=taken.account_id, issuer=account.oauth2.issuer, signed_in_as=consented.signed_in_as
+    )
 
 
 def _log_in(request: Request, fields: dict[str, str]) -> Response:

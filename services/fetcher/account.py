@@ -181,8 +181,9 @@ class Account(BaseModel):
                 raise ValueError(f"authentication {method.value} needs an oauth2 section")
             if self.password is not None:
                 raise ValueError(f"authentication {method.value} takes no password")
-            if self.secrets_required and method is Authentication.OAUTH2_CLIENT_CREDENTIALS and not (
-                oauth2.client_secret or oauth2.certificate_file
+            # "is None", not falsiness: an export's empty placeholder SecretStr("") is falsy, yet stands for a stored secret.
+            if self.secrets_required and method is Authentication.OAUTH2_CLIENT_CREDENTIALS and (
+                oauth2.client_secret is None and oauth2.certificate_file is None
             ):
                 raise ValueError("oauth2_client_credentials needs oauth2.client_secret or oauth2.certificate_file")
             if self.secrets_required and method is Authentication.OAUTH2_REFRESH_TOKEN and oauth2.refresh_token is None:

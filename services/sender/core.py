@@ -27,6 +27,8 @@ class ClaimedMail:
     message_id: str
     in_reply_to: str | None
     body_text: str
+    account_id: str | None = None
+    """The mail account the mail answers for; an OAuth2 account sends as itself (XOAUTH2)."""
 
     @property
     def international(self) -> bool:

@@ -64,6 +64,7 @@ def claim_next(engine: Engine, lease_seconds: float, max_attempts: int) -> Claim
         message_id=row.message_id,
         in_reply_to=row.in_reply_to,
         body_text=row.body_text,
+        account_id=row.account_id,
     )
 
 

@@ -3,6 +3,10 @@
 Every outcome is reported with the server's exact reply (code and text as it sent
 them; smtplib joins the lines of a multi-line reply with LF), so the outbox row
 shows why a mail did not go out.
+
+A transport logs in with the service's own SMTP login, or, for an OAuth2 mail account,
+with SASL XOAUTH2 (or OAUTHBEARER, whichever the server offers) and the account's
+access token (``bearer``).
 """
 
 from __future__ import annotations
@@ -10,8 +14,10 @@ from __future__ import annotations
 import base64
 import smtplib
 import ssl
+from collections.abc import Callable
 from email.message import EmailMessage
 
+from services.fetcher.mail_source import StepFailed
 from services.sender.core import ClaimedMail, Delivered, NotDelivered
 from services.sender.settings import SenderSettings, SmtpSecurity
 
@@ -20,11 +26,29 @@ def _reply(code: int, text: bytes | str) -> str:
     return f"{code} {text.decode('utf-8', errors='replace') if isinstance(text, bytes) else text}"
 
 
+Bearer = Callable[[], tuple[str, str]]
+"""(user, access token) for SASL XOAUTH2/OAUTHBEARER, asked at each login; raises StepFailed
+(the token layer's TokenRefused) with the identity provider's words when it has no token."""
+
+
+def bearer_initial_response(mechanism: str, user: str, token: str) -> str:
+    """The client's first message of XOAUTH2 (Google's, Microsoft's) or OAUTHBEARER (RFC 7628)."""
+    if mechanism == "XOAUTH2":
+        return f"user={user}\x01auth=Bearer {token}\x01\x01"
+    return f"n,a={user},\x01auth=Bearer {token}\x01\x01"
+
+
 class SmtpTransport:
     """Sends mails over one SMTP connection; a failure closes it, the next mail reconnects."""
 
-    def __init__(self, settings: SenderSettings) -> None:
+    def __init__(
+        self, settings: SenderSettings, bearer: Bearer | None = None, on_bearer_refused: Callable[[], None] | None = None
+    ) -> None:
+        """``bearer``: log in with a token instead of the settings' login; ``on_bearer_refused``
+        runs when the server refuses the token (to drop it from the cache)."""
         self._settings = settings
+        self._bearer = bearer
+        self._on_bearer_refused = on_bearer_refused or (lambda: None)
         self._smtp: smtplib.SMTP | None = None
 
     def _tls_context(self) -> ssl.SSLContext:
@@ -45,7 +69,9 @@ class SmtpTransport:
                     raise smtplib.SMTPNotSupportedError("the server does not offer STARTTLS")
                 smtp.starttls(context=self._tls_context())
                 smtp.ehlo()
-            if s.smtp_username is not None and s.smtp_password is not None:
+            if self._bearer is not None:
+                self._authenticate_bearer(smtp, *self._bearer())
+            elif s.smtp_username is not None and s.smtp_password is not None:
                 self._authenticate(smtp, s.smtp_username.get_secret_value(), s.smtp_password.get_secret_value())
         except BaseException:
             smtp.close()
@@ -63,6 +89,22 @@ class SmtpTransport:
                 raise smtplib.SMTPAuthenticationError(code, text)
         else:
             smtp.login(username, password)
+
+    def _authenticate_bearer(self, smtp: smtplib.SMTP, user: str, token: str) -> None:
+        offered = smtp.esmtp_features.get("auth", "").upper().split()
+        mechanism = next((m for m in ("XOAUTH2", "OAUTHBEARER") if m in offered), None)
+        if mechanism is None:
+            raise smtplib.SMTPNotSupportedError(
+                f"the server offers neither XOAUTH2 nor OAUTHBEARER (AUTH {' '.join(offered) or 'not offered'})"
+            )
+        initial = bearer_initial_response(mechanism, user, token)
+        # A refused token gets an error challenge first, answered empty (XOAUTH2) or with ^A (OAUTHBEARER).
+        answer = "" if mechanism == "XOAUTH2" else "\x01"
+        try:
+            smtp.auth(mechanism, lambda challenge=None: initial if challenge is None else answer, initial_response_ok=True)
+        except smtplib.SMTPAuthenticationError:
+            self._on_bearer_refused()
+            raise
 
     def send(self, mail: ClaimedMail, message: EmailMessage) -> Delivered | NotDelivered:
         """Send ``message`` from ``mail.sender_address`` to ``mail.recipient``."""
@@ -95,6 +137,10 @@ class SmtpTransport:
             # Greeting, EHLO, STARTTLS or AUTH refused: the sender's setup, not this mail. Retry.
             self.close()
             return NotDelivered(_reply(error.smtp_code, error.smtp_error), permanent=False)
+        except StepFailed as error:
+            # No token for the account: the identity provider's words, as the fetcher shows them.
+            self.close()
+            return NotDelivered(f"no access token for SMTP: {error.message}", permanent=False)
         except (OSError, smtplib.SMTPException) as error:  # ssl.SSLError is an OSError
             self.close()
             return NotDelivered(f"no SMTP reply: {type(error).__name__}: {error}", permanent=False)

@@ -1,4 +1,6 @@
-// The accounts page's only script: "Check connection" and the delete confirmation.
+// The accounts page's only script: "Check connection", the delete confirmation, and
+// showing only the fields of the chosen authentication method (without the script every
+// field shows, and the server ignores the OAuth2 fields of a password account).
 // Every text from the server goes in with textContent, never innerHTML, so a mail
 // server's reply shows as the characters it sent.
 "use strict";
@@ -82,7 +84,32 @@ async function copyReply() {
   }
 }
 
+function shownFor(audience, method) {
+  if (audience === "password") return method === "password" || method === "kerberos";
+  if (audience === "oauth2") return method.startsWith("oauth2_");
+  return audience === method;
+}
+
+function followAuthentication(form) {
+  const method = form.elements["authentication"];
+  const provider = form.elements["oauth2.provider"];
+  const connect = document.getElementById("connect-oauth");
+  const apply = () => {
+    for (const element of form.querySelectorAll("[data-shown-for]")) {
+      element.hidden = !shownFor(element.dataset.shownFor, method.value);
+    }
+    if (connect && provider) {
+      connect.textContent = provider.value === "microsoft" ? "Connect with Microsoft" : "Connect with the identity provider";
+    }
+  };
+  method.addEventListener("change", apply);
+  if (provider) provider.addEventListener("change", apply);
+  apply();
+}
+
 document.addEventListener("DOMContentLoaded", () => {
+  const accountForm = document.getElementById("account-form");
+  if (accountForm && accountForm.elements["authentication"]) followAuthentication(accountForm);
   const check = document.getElementById("check-connection");
   if (check) {
     check.addEventListener("click", () => checkConnection(check));
