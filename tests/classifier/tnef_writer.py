@@ -9,7 +9,7 @@ the message's MAPI properties in ``attMsgProps``), and the compressed RTF with t
 them: plain rich text, and HTML encapsulated in RTF (``\\fromhtml1``) [MS-OXRTFEX].
 
 The files it writes were checked with a second, independent reader, Debian's ``tnef``
-(``tnef --list --save-body``), besides tnefparse. Run it from the repository root to write
+(``tnef --save-body``, package tnef), besides tnefparse. Run it from the repository root to write
 the fixtures again (the output is the same every time)::
 
     .venv/bin/python -m tests.classifier.tnef_writer
