@@ -74,16 +74,19 @@ def cpu_seconds(pid: int) -> float:
 
 @dataclass
 class Pipeline:
-    """The three services as processes, on the run's schema and consumer groups."""
+    """The services (by default the three) as processes, on the run's schema and consumer groups."""
 
     env: dict[str, str]
     log_dir: Path
+    services: tuple[str, ...] = SERVICES
     processes: dict[str, subprocess.Popen] = field(default_factory=dict)
+    ports: dict[str, int] = field(default_factory=dict)
 
     def start(self) -> None:
-        for service in SERVICES:
+        for service in self.services:
             log = (self.log_dir / f"{service}.log").open("a")
-            env = self.env | {f"MAILINTAKE_{service.upper()}_HTTP_PORT": str(free_port())}
+            self.ports[service] = free_port()
+            env = self.env | {f"MAILINTAKE_{service.upper()}_HTTP_PORT": str(self.ports[service])}
             self.processes[service] = subprocess.Popen(
                 [sys.executable, "-m", "mailintake", "run", service], env=env, stdout=log, stderr=subprocess.STDOUT
             )

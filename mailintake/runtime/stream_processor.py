@@ -7,7 +7,8 @@ The order is the exactly-once argument (in the manner of Arroyo/Snuba):
   topic, partition, offset and the reason;
 * every output of the batch is produced with ``acks=all`` by the idempotent producer
   and the producer is flushed; a failed send raises, so nothing is committed;
-* only then are the consumed offsets committed.
+* only then are the consumed offsets committed; a commit rides out a broker restart
+  (``offset_commits.py``).
 
 A crash anywhere before the commit replays the batch; the handlers are idempotent, so
 replays cause no duplicate effects. Any exception other than ``InvalidMessage`` ends the
@@ -34,10 +35,15 @@ from prometheus_client import Counter, Histogram
 from mailintake.contracts import InvalidMessage
 from mailintake.contracts.records import DeadLetter, encode_record
 from mailintake.runtime.http_endpoint import Health
+from mailintake.runtime.offset_commits import CommitRetry
 
 RecordT = TypeVar("RecordT")
 
 DLQ_TOPIC = "mail.dlq"
+
+# One try of a commit; kafka-python's own default (the consumer's request timeout, five
+# minutes) would leave CommitRetry nothing to bound.
+COMMIT_ATTEMPT_TIMEOUT_MS = 10_000
 
 log = structlog.get_logger(__name__)
 
@@ -144,6 +150,7 @@ class StreamProcessor(Generic[RecordT]):
         self._process = process
         self._health = health
         self._dlq_limit = dlq_limit or DlqLimit()
+        self._commit_retry = CommitRetry(service)
         servers = bootstrap_servers.split(",")
         self._consumer = KafkaConsumer(
             bootstrap_servers=servers,
@@ -198,8 +205,15 @@ class StreamProcessor(Generic[RecordT]):
         for future, output in zip(futures, outputs):
             future.get(timeout=30)  # raises if Kafka did not acknowledge: nothing gets committed
             RECORDS_OUT.labels(self.service, output.topic).inc()
-        self._consumer.commit(offsets)
+        self._commit(offsets)
         BATCH_SECONDS.labels(self.service).observe(time.monotonic() - started)
+
+    def _commit(self, offsets: dict[TopicPartition, OffsetAndMetadata]) -> None:
+        # A commit refused after a rebalance loses nothing: the batch's outputs are
+        # acknowledged. A new owner of the partitions reads the batch again from the last
+        # committed offset (a replay); if they stay here, kafka-python keeps their position
+        # and the next batch's commit covers this one.
+        self._commit_retry.run(lambda: self._consumer.commit(offsets, timeout_ms=COMMIT_ATTEMPT_TIMEOUT_MS))
 
     def _handle_one(self, message: ConsumerRecord) -> Sequence[Output]:
         try:

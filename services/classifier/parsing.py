@@ -406,6 +406,8 @@ def _unpack_tnef(part: Message, path: str, container: str, size: int, walk: _Wal
         return
     for index, member in enumerate(contents.members):
         walk.attach(Attachment(f"{path}/{index}", member.filename, member.content_type, member.size, None, False, container))
+    if contents.defect:
+        walk.note(f"{container}: {contents.defect}"[:200])
     if contents.body_text and walk.tnef_plain is None:
         walk.tnef_plain = storable_text(contents.body_text.replace("\r\n", "\n"))
     if contents.body_html and walk.tnef_html is None:

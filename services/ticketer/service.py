@@ -315,9 +315,7 @@ class TicketerWorker:
             await asyncio.gather(*sends)  # raises if Kafka did not acknowledge: nothing gets committed
             for output in batch.outputs:
                 RECORDS_OUT.labels(SERVICE, output.topic).inc()
-            # faust's transport-level commit; it skips partitions no longer assigned (their
-            # new owner replays them) and crashes the app on any other failure.
-            if batch.offsets and not await self.app.consumer._commit(batch.offsets):
+            if batch.offsets and not await self._commit_offsets(batch.offsets):
                 # A rebalance came first: ask the broker where to resume next time.
                 for tp in batch.offsets:
                     self._resume_at.pop(tp, None)
@@ -328,6 +326,15 @@ class TicketerWorker:
             self._fail(exc)
         finally:
             self._finish_started = None
+
+    async def _commit_offsets(self, offsets: dict[Any, int]) -> bool:
+        """Commit ``offsets``; False when a rebalance came first (the new owner replays them)."""
+        # faust's transport-level commit; it skips partitions no longer assigned (their
+        # new owner replays them) and crashes the app on any other failure. Through a
+        # broker restart it waits: aiokafka retries retriable commit errors itself, without
+        # end (tests/ticketer/test_commit_through_kafka_restart.py), and a commit stuck for
+        # longer than the stall limit fails /livez.
+        return await self.app.consumer._commit(offsets)
 
     async def _unbroken_runs(self, events: list[Any]) -> tuple[list[Any], dict[Any, int]]:
         """The events to handle and the offsets to commit after them.
