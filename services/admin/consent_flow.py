@@ -35,7 +35,7 @@ from pydantic import SecretStr
 from services.fetcher.account import Account, AccountProtocol, Authentication, OAuth2, OAuth2Provider
 # The token layer's way of reaching a provider (CA file on every request, msal's certificate
 # credential), so the consent and the later refreshes trust and authenticate alike.
-from services.fetcher.oauth_tokens import TokenRefused, _certificate_credential, _is_entra, _TrustingSession, token_scopes
+from services.fetcher.oauth_tokens import TokenRefused, TrustingSession, msal_application, token_scopes
 from services.sender.smtp_scopes import MICROSOFT_SMTP_SCOPES
 
 CALLBACK_PATH = "/accounts/oauth/callback"
@@ -161,24 +161,14 @@ def _oauth2(account: Account) -> OAuth2:
 
 
 def _http(oauth2: OAuth2) -> requests.Session:
-    return _TrustingSession(str(oauth2.ca_file) if oauth2.ca_file else True)
+    return TrustingSession(str(oauth2.ca_file) if oauth2.ca_file else True)
 
 
 def _msal_app(oauth2: OAuth2, timeout: float) -> msal.ClientApplication:
-    where = {"authority": oauth2.issuer} if _is_entra(oauth2.issuer) else {"oidc_authority": oauth2.issuer}
-    http = _http(oauth2)
-    if oauth2.certificate_file is not None:
-        try:
-            credential: Any = _certificate_credential(oauth2.certificate_file)
-        except TokenRefused as exc:
-            raise ConsentFailed(exc.explanation or str(exc)) from None
-    elif oauth2.client_secret is not None:
-        credential = oauth2.client_secret.get_secret_value()
-    else:
-        return msal.PublicClientApplication(oauth2.client_id, http_client=http, timeout=timeout, **where)
-    return msal.ConfidentialClientApplication(
-        oauth2.client_id, client_credential=credential, http_client=http, timeout=timeout, **where
-    )
+    try:
+        return msal_application(oauth2, timeout)
+    except TokenRefused as exc:
+        raise ConsentFailed(exc.explanation or str(exc)) from None
 
 
 def _discovery(oauth2: OAuth2, timeout: float) -> dict[str, Any]:
@@ -200,7 +190,7 @@ def _oidc_session(oauth2: OAuth2, callback: str, scopes: list[str], timeout: flo
         code_challenge_method="S256",
         token_endpoint_auth_method="client_secret_basic" if oauth2.client_secret else "none",
     )
-    # A session's own verify loses to REQUESTS_CA_BUNDLE (see _TrustingSession): pass it per request.
+    # A session's own verify loses to REQUESTS_CA_BUNDLE (see TrustingSession): pass it per request.
     session.trust_env = False
     trust = str(oauth2.ca_file) if oauth2.ca_file else True
     request = session.request

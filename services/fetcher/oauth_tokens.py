@@ -125,7 +125,7 @@ def _verify(oauth2: OAuth2) -> str | bool:
     return str(oauth2.ca_file) if oauth2.ca_file else True
 
 
-class _TrustingSession(requests.Session):
+class TrustingSession(requests.Session):
     """A session that checks certificates against the account's ``ca_file`` on every request.
 
     A session's own ``verify`` loses to REQUESTS_CA_BUNDLE in requests, so it is passed
@@ -149,24 +149,8 @@ class MicrosoftTokenClient:
 
     def __init__(self, oauth2: OAuth2, timeout: float) -> None:
         self._oauth2 = oauth2
-        credential: Any
-        if oauth2.certificate_file is not None:
-            credential = _certificate_credential(oauth2.certificate_file)
-        elif oauth2.client_secret is not None:
-            credential = oauth2.client_secret.get_secret_value()
-        else:
-            credential = None
-        where: dict[str, str] = (
-            {"authority": oauth2.issuer} if _is_entra(oauth2.issuer) else {"oidc_authority": oauth2.issuer}
-        )
         try:
-            # Imported here: msal is needed only where Microsoft accounts are used.
-            import msal
-
-            self._app = msal.ConfidentialClientApplication(
-                oauth2.client_id, client_credential=credential, http_client=_TrustingSession(_verify(oauth2)),
-                timeout=timeout, **where,
-            )
+            self._app = msal_application(oauth2, timeout)
         except ValueError as exc:
             # msal fetches the discovery document here and raises ValueError with its words.
             raise TokenRefused(None, f"msal could not use the authority {oauth2.issuer}: {exc}") from None
@@ -200,7 +184,7 @@ class OidcTokenClient:
             )
         self._oauth2 = oauth2
         self._timeout = timeout
-        self._session = _TrustingSession(_verify(oauth2))
+        self._session = TrustingSession(_verify(oauth2))
         discovery = f"{oauth2.issuer.rstrip('/')}/.well-known/openid-configuration"
         try:
             response = self._session.get(discovery, timeout=timeout)
@@ -245,11 +229,11 @@ class OidcTokenClient:
         return TokenGrant(answer["access_token"], float(answer.get("expires_in", 0)), answer.get("refresh_token"))
 
 
-def _is_entra(issuer: str) -> bool:
+def is_entra_authority(issuer: str) -> bool:
     return issuer.startswith(f"https://{MICROSOFT_LOGIN_HOST}/")
 
 
-def _certificate_credential(path: Path) -> dict[str, str]:
+def certificate_credential(path: Path) -> dict[str, str]:
     """msal's certificate credential: the PEM private key and certificate; msal signs its
     client assertion with them (PS256, the certificate's SHA-256 thumbprint as x5t#S256)."""
     from cryptography import x509
@@ -269,6 +253,30 @@ def _certificate_credential(path: Path) -> dict[str, str]:
         "private_key": key_pem.decode(),
         "public_certificate": certificate.public_bytes(serialization.Encoding.PEM).decode(),
     }
+
+
+def msal_application(oauth2: OAuth2, timeout: float) -> Any:
+    """msal's application for ``oauth2``: confidential with its certificate or secret, else public.
+
+    Entra ID authorities are given to msal as ``authority``; any other issuer as
+    ``oidc_authority`` (msal then reads its discovery document). Raises what msal raises
+    (ValueError, requests' errors), and :class:`TokenRefused` for an unreadable certificate.
+    """
+    # Imported here: msal is needed only where Microsoft accounts are used.
+    import msal
+
+    where = {"authority": oauth2.issuer} if is_entra_authority(oauth2.issuer) else {"oidc_authority": oauth2.issuer}
+    http = TrustingSession(_verify(oauth2))
+    credential: Any
+    if oauth2.certificate_file is not None:
+        credential = certificate_credential(oauth2.certificate_file)
+    elif oauth2.client_secret is not None:
+        credential = oauth2.client_secret.get_secret_value()
+    else:
+        return msal.PublicClientApplication(oauth2.client_id, http_client=http, timeout=timeout, **where)
+    return msal.ConfidentialClientApplication(
+        oauth2.client_id, client_credential=credential, http_client=http, timeout=timeout, **where
+    )
 
 
 def token_client(oauth2: OAuth2, timeout: float) -> MicrosoftTokenClient | OidcTokenClient:
