@@ -198,6 +198,30 @@ def _timed(steps: list[CheckStep], name: str, action: Callable[[], str]) -> bool
     return outcome is StepOutcome.OK
 
 
+class _HttpsProbe:
+    """The connect and tls steps of an HTTPS account (EWS, Graph) on a socket of the check's
+    own, so each shows where it failed; the HTTP client then opens its own connection.
+    TLS uses the trust anchors the requests use: ca_file, else the system store."""
+
+    def __init__(self, account: Account, timeout: float, source_address: str | None) -> None:
+        self._account, self._timeout, self._source_address = account, timeout, source_address
+        self._sock: socket.socket | None = None
+
+    def connect(self) -> str:
+        self._sock = open_tcp(self._account.host, self._account.port, self._timeout, self._source_address)
+        return describe_tcp(self._sock)
+
+    def tls(self) -> str:
+        assert self._sock is not None
+        self._sock = wrap_tls(self._sock, tls_context(self._account), self._account.host, self._timeout)
+        return describe_tls(self._sock, self._account)
+
+    def close(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+
+
 def _check_ews(account: Account, timeout: float, source_address: str | None) -> CheckReport:
     """EWS: connect (TCP), tls (certificate verified), authentication (the server's offer,
     the scheme chosen, one authenticated request), folder (GetFolder: total count)."""
@@ -212,23 +236,11 @@ def _check_ews(account: Account, timeout: float, source_address: str | None) -> 
 
     steps: list[CheckStep] = []
     messages: int | None = None
-    sock: socket.socket | None = None
+    probe = _HttpsProbe(account, timeout, source_address)
     mailbox = EwsMailbox(account, InMemoryItemMarks(), timeout)
 
-    def connect() -> str:
-        nonlocal sock
-        sock = open_tcp(account.host, account.port, timeout, source_address)
-        return describe_tcp(sock)
-
-    def tls() -> str:
-        # The same trust anchors the EWS requests use: ca_file, else the system store.
-        nonlocal sock
-        sock = wrap_tls(sock, tls_context(account), account.host, timeout)
-        return describe_tls(sock, account)
-
     def authentication() -> str:
-        if sock is not None:
-            sock.close()
+        probe.close()
         endpoint = service_endpoint(account)
         if account.ca_file is not None:
             CaBundleAdapter.trust(endpoint, str(account.ca_file))
@@ -253,12 +265,13 @@ def _check_ews(account: Account, timeout: float, source_address: str | None) -> 
         return f"{account.folder}: {messages} items (GetFolder TotalCount)"
 
     try:
-        for name, action in (("connect", connect), ("tls", tls), ("authentication", authentication), ("folder", folder)):
+        for name, action in (
+            ("connect", probe.connect), ("tls", probe.tls), ("authentication", authentication), ("folder", folder)
+        ):
             if not _timed(steps, name, action):
                 break
     finally:
-        if sock is not None:
-            sock.close()
+        probe.close()
         mailbox.close()
     return _report(account, steps, messages)
 
@@ -270,7 +283,7 @@ def _check_graph(
     on the mailbox with the token), folder (resolved, with its item count)."""
     steps: list[CheckStep] = []
     messages: int | None = None
-    sock: socket.socket | None = None
+    probe = _HttpsProbe(account, timeout, source_address)
     mailbox: GraphMailbox | None = None
     issued: list[str] = []
 
@@ -281,16 +294,6 @@ def _check_graph(
         mailbox = GraphMailbox(account, tokens, InMemoryDeltaState(), timeout, source_address=source_address)
         issuer = account.oauth2.issuer if account.oauth2 else "the token layer"
         return f"an access token from {issuer} ({account.authentication.value})"
-
-    def connect() -> str:
-        nonlocal sock
-        sock = open_tcp(account.host, account.port, timeout, source_address)
-        return describe_tcp(sock)
-
-    def tls() -> str:
-        nonlocal sock
-        sock = wrap_tls(sock, tls_context(account), account.host, timeout)
-        return describe_tls(sock, account)
 
     def authentication() -> str:
         assert mailbox is not None
@@ -304,13 +307,12 @@ def _check_graph(
         return f"{account.folder}: {messages} messages (totalItemCount)" + (f"; move target {target!r} exists" if target else "")
 
     try:
-        for name, action in (("token", token), ("connect", connect), ("tls", tls), ("authentication", authentication),
-                             ("folder", folder)):
+        for name, action in (("token", token), ("connect", probe.connect), ("tls", probe.tls),
+                             ("authentication", authentication), ("folder", folder)):
             if not _timed(steps, name, action):
                 break
     finally:
-        if sock is not None:
-            sock.close()
+        probe.close()
         if mailbox is not None:
             mailbox.close()
     return _report(account, steps, messages, extra_secrets=tuple(issued))
