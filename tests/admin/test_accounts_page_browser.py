@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.admin.conftest import HOSTILE_REPLY
+from tests.admin.served_admin import free_loopback_port, serving
 
 pytestmark = pytest.mark.stack
 
@@ -43,21 +44,8 @@ def browser():
 @pytest.fixture
 def served_admin(admin_app):
     """The admin app on a free loopback port, served by uvicorn in this process."""
-    import uvicorn
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(admin_app, host="127.0.0.1", port=port, log_config=None, lifespan="off"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert server.started, "uvicorn did not start"
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=10)
+    with serving(admin_app, free_loopback_port()) as base_url:
+        yield base_url
 
 
 @pytest.fixture

@@ -9,10 +9,7 @@ the provider's own error.
 from __future__ import annotations
 
 import os
-import socket
 import ssl
-import threading
-import time
 from urllib.parse import urlencode
 
 import pytest
@@ -21,6 +18,7 @@ from mailintake.database import engine_for
 from services.admin.access import AuditLog
 from services.admin.app import create_app
 from services.admin.settings import AdminSettings
+from tests.admin.served_admin import free_loopback_port, serving
 from tests.admin.test_accounts_page_browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, check_connection, screenshot
 
 pytestmark = pytest.mark.stack
@@ -62,23 +60,10 @@ def browser(stack):
 @pytest.fixture
 def served_admin_with_public_url(stack):
     """The admin app on a free loopback port whose public URL is that address (the redirect URI's base)."""
-    import uvicorn
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    public_url = f"http://127.0.0.1:{port}"
-    app = create_app(AdminSettings(database_url=stack.database_url, public_url=public_url))
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, lifespan="off"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert server.started, "uvicorn did not start"
-    yield public_url
-    server.should_exit = True
-    thread.join(timeout=10)
+    port = free_loopback_port()
+    app = create_app(AdminSettings(database_url=stack.database_url, public_url=f"http://127.0.0.1:{port}"))
+    with serving(app, port) as public_url:
+        yield public_url
 
 
 @pytest.fixture
