@@ -397,6 +397,13 @@ class Replicas:
 class Injector:
     """Delivers mails through the stack's SMTP server at a steady rate, into random mailboxes.
 
+    One schedule for all sessions: mail k is due ``k / rate`` seconds after the start, and
+    the next free session sends the next mail due. A delivery (one dovecot-lda process in
+    the relay) takes longer than the spacing on a loaded machine, so several sessions
+    deliver at once; when they fall behind (a slow spell, a relay or Dovecot restart) they
+    send back to back until they are on schedule again, as an MTA flushes its queue, so
+    the planned number of mails goes in unless the relay cannot take the rate at all.
+
     A delivery that fails (Dovecot or the relay restarting) is retried with the same
     Message-ID; if the failed attempt had in fact delivered it, the fetcher sees the
     mail twice and the ticketer's ledger must keep it to one step.
@@ -405,18 +412,21 @@ class Injector:
     def __init__(self, endpoints, users: Sequence, rate: float, limit: int, connections: int) -> None:
         self._endpoints = endpoints
         self._users = users
-        self._interval = connections / rate
+        self._spacing = 1.0 / rate
         self._limit = limit
-        self._connections = connections
         self.drill = STEADY
         self.mails: list[InjectedMail] = []
         self.retries = 0
+        self.most_behind = 0.0
+        """The largest lag behind the schedule a mail was sent with, in seconds."""
+        self._started_at = 0.0
         self._taken = 0
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._threads = [threading.Thread(target=self._run, args=(n,), daemon=True) for n in range(connections)]
 
     def start(self) -> None:
+        self._started_at = time.monotonic()
         for thread in self._threads:
             thread.start()
 
@@ -425,29 +435,38 @@ class Injector:
         for thread in self._threads:
             thread.join(60)
 
+    def behind(self) -> int:
+        """Mails due by now that no session has taken yet."""
+        with self._lock:
+            due = min(self._limit, int((time.monotonic() - self._started_at) / self._spacing) + 1)
+            return max(0, due - self._taken)
+
     def _connect(self) -> smtplib.SMTP:
         smtp = smtplib.SMTP(self._endpoints.host, self._endpoints.smtp_port, timeout=30)
         smtp.starttls(context=ssl.create_default_context(cafile=str(self._endpoints.ca_file)))
         smtp.login(self._users[0].name, self._users[0].password)
         return smtp
 
-    def _take_one(self) -> bool:
+    def _take_one(self) -> float | None:
+        """When the next mail is due (time.monotonic()), or None once every planned mail is taken."""
         with self._lock:
             if self._taken >= self._limit:
-                return False
+                return None
+            due = self._started_at + self._taken * self._spacing
             self._taken += 1
-            return True
+            return due
 
     def _run(self, worker: int) -> None:
         rng = random.Random(worker)
         smtp: smtplib.SMTP | None = None
-        next_at = time.monotonic() + worker * self._interval / self._connections
         while not self._stop.is_set():
-            self._stop.wait(max(0.0, next_at - time.monotonic()))
-            # Behind schedule (a slow delivery) the rate catches up, but never in a burst.
-            next_at = max(next_at + self._interval, time.monotonic() - self._interval)
-            if self._stop.is_set() or not self._take_one():
+            due = self._take_one()
+            if due is None:
                 break
+            self._stop.wait(max(0.0, due - time.monotonic()))
+            if self._stop.is_set():
+                break
+            lag = time.monotonic() - due
             user = rng.choice(self._users)
             token = uuid.uuid4().hex
             drill = self.drill
@@ -475,6 +494,7 @@ class Injector:
                     self._stop.wait(0.5)
             if delivered:
                 with self._lock:
+                    self.most_behind = max(self.most_behind, lag)
                     self.mails.append(InjectedMail(message["Message-ID"], message["Subject"], drill, time.monotonic()))
         if smtp is not None:
             try:
@@ -569,7 +589,7 @@ class DrillConfig:
         if quick:
             values = dict(mailboxes=30, mails=600, drill_seconds=16.0, interval=5, settle_seconds=45.0)
         else:
-            values = dict(mailboxes=3000, mails=30000, drill_seconds=120.0, interval=60, connections=6, settle_seconds=120.0)
+            values = dict(mailboxes=3000, mails=30000, drill_seconds=120.0, interval=60, connections=48, settle_seconds=120.0)
         return cls(quick=quick, **(values | {k: v for k, v in overrides.items() if v is not None}))
 
 
@@ -679,10 +699,14 @@ def run_drills(config: DrillConfig) -> DrillRun:
                 time.sleep(config.drill_seconds / 4)
                 fault_times[drill.name] = time.monotonic()
                 notes[drill.name] = apply_fault(drill, replicas, restart)
-                print(f"{drill.name}: {notes[drill.name]}", flush=True)
+                print(f"{drill.name}: {notes[drill.name]}; {len(injector.mails)} mails in, {injector.behind()} behind schedule", flush=True)
                 time.sleep(max(0.0, drill_started + config.drill_seconds - time.monotonic()))
             injector.stop()
-            print(f"injected {len(injector.mails)} mails ({injector.retries} deliveries retried)", flush=True)
+            print(
+                f"injected {len(injector.mails)} of {config.mails} mails ({injector.retries} deliveries retried, "
+                f"at most {injector.most_behind:.1f} s behind schedule)",
+                flush=True,
+            )
             wait_until_seen(watch, injector.mails, config.settle_seconds)
         finally:
             injector.stop()
@@ -705,7 +729,10 @@ def run_drills(config: DrillConfig) -> DrillRun:
     run_notes += [f"  {a.user}: {a.started} to {a.ended} and {b.started} to {b.ended}" for a, b in overlaps[:5]]
     run_notes.append(f"replicas that exited unasked and were started again: {dict(replicas.unasked_restarts) or 'none'}")
     run_notes.append(f"exit codes at the end (SIGTERM): {codes}")
-    run_notes.append(f"SMTP deliveries retried: {injector.retries}; step-watch read errors: {watch.errors}")
+    run_notes.append(
+        f"mails injected: {len(injector.mails)} of {config.mails} planned, at most {injector.most_behind:.1f} s behind "
+        f"schedule; SMTP deliveries retried: {injector.retries}; step-watch read errors: {watch.errors}"
+    )
     return DrillRun(
         outcomes, total, outcome_table(outcomes, total), time.monotonic() - started, len(found), len(overlaps), run_notes
     )
@@ -756,7 +783,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--mails", type=int, help="mails injected over all drills (quick 600, full 30000)")
     parser.add_argument("--drill-seconds", type=float, help="seconds of mail flow per drill (quick 16, full 120)")
     parser.add_argument("--interval", type=int, help="poll interval of every mailbox (quick 5, full 60)")
-    parser.add_argument("--connections", type=int, help="SMTP connections injecting mail (quick 2, full 6)")
+    parser.add_argument("--connections", type=int, help="SMTP sessions injecting mail at once (quick 2, full 48)")
     parser.add_argument("--seed", type=int, default=7, help="picks the replicas killed or removed")
     parser.add_argument("--log-dir", type=Path, help="where the replicas' logs go (default: a new temporary folder)")
     args = parser.parse_args(argv)
