@@ -109,6 +109,8 @@ def test_postgresql_and_kafka_restarts_lose_and_duplicate_nothing(stack, unique,
             time.sleep(0.5)
     print(f"servers away: { {k: round(v, 1) for k, v in away.items()} }, ticketer exits: {supervised.exits}")
     try:
+        # A restart by the supervisor near the end may still be importing: no SIGTERM handler yet.
+        ticketer.wait_ready()
         assert ticketer.stop() == 0, ticketer.log_tail()
     finally:
         ticketer.close()
