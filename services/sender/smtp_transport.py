@@ -17,6 +17,7 @@ import ssl
 from collections.abc import Callable
 from email.message import EmailMessage
 
+from services.fetcher.core import choose_bearer_mechanism, sasl_bearer, sasl_bearer_abort
 from services.fetcher.mail_source import StepFailed
 from services.sender.core import ClaimedMail, Delivered, NotDelivered
 from services.sender.settings import SenderSettings, SmtpSecurity
@@ -29,13 +30,6 @@ def _reply(code: int, text: bytes | str) -> str:
 Bearer = Callable[[], tuple[str, str]]
 """(user, access token) for SASL XOAUTH2/OAUTHBEARER, asked at each login; raises StepFailed
 (the token layer's TokenRefused) with the identity provider's words when it has no token."""
-
-
-def bearer_initial_response(mechanism: str, user: str, token: str) -> str:
-    """The client's first message of XOAUTH2 (Google's, Microsoft's) or OAUTHBEARER (RFC 7628)."""
-    if mechanism == "XOAUTH2":
-        return f"user={user}\x01auth=Bearer {token}\x01\x01"
-    return f"n,a={user},\x01auth=Bearer {token}\x01\x01"
 
 
 class SmtpTransport:
@@ -92,14 +86,15 @@ class SmtpTransport:
 
     def _authenticate_bearer(self, smtp: smtplib.SMTP, user: str, token: str) -> None:
         offered = smtp.esmtp_features.get("auth", "").upper().split()
-        mechanism = next((m for m in ("XOAUTH2", "OAUTHBEARER") if m in offered), None)
+        mechanism = choose_bearer_mechanism(set(offered))
         if mechanism is None:
             raise smtplib.SMTPNotSupportedError(
                 f"the server offers neither XOAUTH2 nor OAUTHBEARER (AUTH {' '.join(offered) or 'not offered'})"
             )
-        initial = bearer_initial_response(mechanism, user, token)
-        # A refused token gets an error challenge first, answered empty (XOAUTH2) or with ^A (OAUTHBEARER).
-        answer = "" if mechanism == "XOAUTH2" else "\x01"
+        settings = self._settings
+        initial = sasl_bearer(mechanism, user, token, settings.smtp_host, settings.smtp_port).decode()
+        # A refused token gets an error challenge first; the abort answer makes the server send its refusal.
+        answer = sasl_bearer_abort(mechanism).decode()
         try:
             smtp.auth(mechanism, lambda challenge=None: initial if challenge is None else answer, initial_response_ok=True)
         except smtplib.SMTPAuthenticationError:
