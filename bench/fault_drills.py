@@ -433,7 +433,8 @@ class Injector:
     def stop(self) -> None:
         self._stop.set()
         for thread in self._threads:
-            thread.join(60)
+            if thread.is_alive():
+                thread.join(60)
 
     def behind(self) -> int:
         """Mails due by now that no session has taken yet."""
@@ -646,6 +647,7 @@ def run_drills(config: DrillConfig) -> DrillRun:
     ]
     plan = drill_plan(config.quick)
     log_dir = config.log_dir or Path(tempfile.mkdtemp(prefix="fault-drills-"))
+    log_dir.mkdir(parents=True, exist_ok=True)
     print(
         f"{len(plan)} drills, {config.mailboxes} mailboxes (poll interval {config.interval} s), {config.mails} mails, "
         f"{config.fetchers} fetchers, {config.classifiers} classifiers, {config.ticketers} ticketers; logs in {log_dir}",
