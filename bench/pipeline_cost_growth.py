@@ -200,7 +200,7 @@ def memory_per_mailboxes(endpoints, mailboxes: int, poll_seconds: float) -> Mail
     with migrated_schema(endpoints.database_url, "cost_bench") as database_url, tempfile.TemporaryDirectory() as logs:
         engine = engine_for(database_url)
         AccountStore(engine, cipher_from_settings(load_settings(AccountEncryptionSettings))).import_accounts(accounts)
-        pipeline = Pipeline(pipeline_environment(endpoints, database_url, run, ("fetcher",)), Path(logs), services=("fetcher",))
+        pipeline = Pipeline(pipeline_environment(endpoints, database_url, run, ("fetcher",)), Path(logs), replicas={"fetcher": 1})
         samples: list[float] = []
         try:
             pipeline.start()

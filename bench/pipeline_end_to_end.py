@@ -1,6 +1,7 @@
 """The whole pipeline on the local stack: mails in Dovecot mailboxes to committed ticket steps.
 
     .venv/bin/python bench/pipeline_end_to_end.py [--mailboxes 10] [--mails 4000] [--latency-seconds 60] [--plots DIR]
+                                                 [--classifiers 1] [--ticketers 1]
 
 Needs the local stack (``mailintake stack up``) with the topics applied. Each run gets
 a PostgreSQL schema and consumer groups of its own, so the services poll and consume
@@ -10,16 +11,21 @@ only the run's mailboxes and records. Three measurements, in this order:
    500 per command; ``bench/fetcher_throughput.py: bare_fetch``): what the mail server
    gives, the limit.
 2. **sustained**: the mailboxes hold ``--mails`` realistic mails before one fetcher, one
-   classifier and one ticketer start (``mailintake run ...`` processes, as deployed). The
+   classifier and one ticketer (by default) start (``mailintake run ...`` processes, as deployed). The
    clock runs from the first mail committed in PostgreSQL (its row in the processed-mail
    ledger) to the last: mails per second, and its ratio to bare. The CPU seconds the
-   three processes used (``/proc``) give the cost per 1,000 mails.
+   processes used (``/proc``) give the cost per 1,000 mails.
 3. **latency**: with the pipeline running, single mails are appended (IMAP APPEND, from
    four clients in threads) at half the sustained rate for ``--latency-seconds`` (the
    table gives the rate reached). A mail's latency runs from its APPEND's
    completion to its ledger row's ``processed_at`` (the start of the ticketer transaction
    that committed it, so slightly early): p50 and p99, against the target of one poll
-   interval plus 2 s.
+   interval plus 2 s. Each latency mail's time is then split into stages by the moments
+   it passed: its APPEND, the ``fetched_at`` its ``mail.raw`` record carries, the Kafka
+   timestamps of its ``mail.raw`` and ``mail.classified`` records, and its ledger row.
+
+``--classifiers`` and ``--ticketers`` run that many replicas of each in one consumer
+group (the fetcher stays one process: it owns the mailboxes).
 
 With ``--plots DIR`` (matplotlib, from the ``bench`` extra) it writes the mails committed
 over time in phase 2 and the latency distribution of phase 3 as PNG files.
@@ -42,9 +48,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from kafka import KafkaConsumer, TopicPartition  # noqa: E402
 from sqlalchemy import func, select  # noqa: E402
 
 from bench.fetcher_throughput import bare_fetch, fill_mailbox, realistic_mail  # noqa: E402
+from mailintake.contracts import get_topic  # noqa: E402
+from mailintake.contracts.records import decode_record  # noqa: E402
 from mailintake.database import engine_for  # noqa: E402
 from mailintake.local_environment import service_environment  # noqa: E402
 from mailintake.runtime.settings import load_settings  # noqa: E402
@@ -74,22 +83,26 @@ def cpu_seconds(pid: int) -> float:
 
 @dataclass
 class Pipeline:
-    """The services (by default the three) as processes, on the run's schema and consumer groups."""
+    """The services as processes, ``replicas[service]`` of each (one by default), on the
+    run's schema and consumer groups; a process is named by its service, or by service and
+    number where there are several."""
 
     env: dict[str, str]
     log_dir: Path
-    services: tuple[str, ...] = SERVICES
+    replicas: dict[str, int] = field(default_factory=lambda: dict.fromkeys(SERVICES, 1))
     processes: dict[str, subprocess.Popen] = field(default_factory=dict)
     ports: dict[str, int] = field(default_factory=dict)
 
     def start(self) -> None:
-        for service in self.services:
-            log = (self.log_dir / f"{service}.log").open("a")
-            self.ports[service] = free_port()
-            env = self.env | {f"MAILINTAKE_{service.upper()}_HTTP_PORT": str(self.ports[service])}
-            self.processes[service] = subprocess.Popen(
-                [sys.executable, "-m", "mailintake", "run", service], env=env, stdout=log, stderr=subprocess.STDOUT
-            )
+        for service, count in self.replicas.items():
+            for number in range(1, count + 1):
+                name = service if count == 1 else f"{service}-{number}"
+                log = (self.log_dir / f"{name}.log").open("a")
+                self.ports[name] = free_port()
+                env = self.env | {f"MAILINTAKE_{service.upper()}_HTTP_PORT": str(self.ports[name])}
+                self.processes[name] = subprocess.Popen(
+                    [sys.executable, "-m", "mailintake", "run", service], env=env, stdout=log, stderr=subprocess.STDOUT
+                )
 
     def cpu_seconds(self) -> float:
         return sum(cpu_seconds(p.pid) for p in self.processes.values())
@@ -142,6 +155,61 @@ def wait_committed(engine, account_ids: list[str], total: int, pipeline: Pipelin
             raise SystemExit(f"only {count} of {total} mails committed after {timeout:.0f}s")
         pipeline.check_alive()
         time.sleep(0.25)
+
+
+def end_offsets(bootstrap: str, topic: str) -> dict[TopicPartition, int]:
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap)
+    try:
+        return consumer.end_offsets([TopicPartition(topic, p) for p in range(get_topic(topic).partitions)])
+    finally:
+        consumer.close()
+
+
+def record_moments(
+    bootstrap: str, topic: str, since: dict[TopicPartition, int], account_ids: set[str]
+) -> tuple[dict[str, float], dict[str, float]]:
+    """For the run's accounts' records on ``topic`` written after the offsets ``since``:
+    Message-ID -> the record's Kafka timestamp (when the fetcher or the classifier
+    produced it), and Message-ID -> its ``fetched_at``; both in seconds since the epoch."""
+    until = end_offsets(bootstrap, topic)
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    produced: dict[str, float] = {}
+    fetched: dict[str, float] = {}
+    try:
+        consumer.assign(list(since))
+        for tp, offset in since.items():
+            consumer.seek(tp, offset)
+        remaining = {tp for tp in since if until[tp] > since[tp]}
+        while remaining:
+            for tp, records in consumer.poll(timeout_ms=1000).items():
+                for record in records:
+                    if record.offset < until[tp]:
+                        value = decode_record(topic, record.value)
+                        if value.account_id in account_ids and value.message_id is not None:
+                            produced.setdefault(value.message_id, record.timestamp / 1000)
+                            fetched.setdefault(value.message_id, value.fetched_at.timestamp())
+                    if record.offset + 1 >= until[tp]:
+                        remaining.discard(tp)
+    finally:
+        consumer.close()
+    return produced, fetched
+
+
+STAGES = (
+    ("APPEND to poll (wait for the next poll, then the fetch)", "appended", "fetched"),
+    ("fetcher: fetch to produce on mail.raw", "fetched", "raw"),
+    ("classifier: mail.raw to mail.classified", "raw", "classified"),
+    ("ticketer: mail.classified to the committed step", "classified", "committed"),
+)
+
+
+def stage_seconds(moments: dict[str, dict[str, float]]) -> dict[str, list[float]]:
+    """Each stage's durations over the mails seen at every moment of ``moments``
+    (moment name -> Message-ID -> seconds since the epoch)."""
+    complete = set.intersection(*(set(times) for times in moments.values()))
+    return {
+        stage: [moments[end][m] - moments[start][m] for m in complete] for stage, start, end in STAGES
+    }
 
 
 def latency_mail(number: int, run: str) -> tuple[str, bytes]:
@@ -224,6 +292,8 @@ def main() -> None:
     parser.add_argument("--mails", type=int, default=4000, help="mails in the mailboxes for the sustained phase")
     parser.add_argument("--latency-seconds", type=float, default=60.0)
     parser.add_argument("--plots", type=Path, default=None, help="write PNG plots here")
+    parser.add_argument("--classifiers", type=int, default=1, help="classifier replicas (one consumer group)")
+    parser.add_argument("--ticketers", type=int, default=1, help="ticketer replicas (one consumer group)")
     args = parser.parse_args()
 
     endpoints = Stack().endpoints
@@ -260,7 +330,7 @@ def main() -> None:
         env = dict(os.environ) | groups | {
             f"MAILINTAKE_{s.upper()}_DATABASE_URL": database_url for s in SERVICES
         } | {f"MAILINTAKE_{s.upper()}_LOG_LEVEL": "WARNING" for s in SERVICES}
-        pipeline = Pipeline(env, Path(logs))
+        pipeline = Pipeline(env, Path(logs), {"fetcher": 1, "classifier": args.classifiers, "ticketer": args.ticketers})
         try:
             pipeline.start()
             samples = wait_committed(engine, account_ids, total, pipeline, timeout=1800)
@@ -269,14 +339,24 @@ def main() -> None:
             span = max(at.values()) - min(at.values())
             rate = total / span
 
+            before = {topic: end_offsets(endpoints.kafka_bootstrap, topic) for topic in ("mail.raw", "mail.classified")}
             appended = append_at_rate(endpoints, users, rate / 2, args.latency_seconds, run)
             wait_committed(engine, account_ids, total + len(appended), pipeline, timeout=600)
             at = processed_at(engine, account_ids)
             latencies = [at[m] - t for m, t in appended.items()]
+            ids = set(account_ids)
+            raw, fetched = record_moments(endpoints.kafka_bootstrap, "mail.raw", before["mail.raw"], ids)
+            classified, _ = record_moments(endpoints.kafka_bootstrap, "mail.classified", before["mail.classified"], ids)
+            stages = stage_seconds(
+                {"appended": appended, "fetched": fetched, "raw": raw, "classified": classified, "committed": at}
+            )
         finally:
             pipeline.stop()
 
-    print(f"mailboxes {args.mailboxes}, mails {total} ({per_mailbox} per mailbox), poll interval {POLL_INTERVAL_SECONDS}s, load average {os.getloadavg()[0]:.1f}")
+    print(
+        f"mailboxes {args.mailboxes}, mails {total} ({per_mailbox} per mailbox), poll interval {POLL_INTERVAL_SECONDS}s, "
+        f"{args.classifiers} classifier(s), {args.ticketers} ticketer(s), load average {os.getloadavg()[0]:.1f}"
+    )
     print("| measurement | value |")
     print("|---|---|")
     print(f"| bare IMAP FETCH (mails/s) | {bare_rate:,.0f} |")
@@ -288,6 +368,12 @@ def main() -> None:
         f"| latency at {appended_rate:,.0f} mails/s appended (aimed at {rate / 2:,.0f}), {len(latencies)} mails: "
         f"p50 / p99 (s) | {statistics.median(latencies):.2f} / {percentile(latencies, 0.99):.2f} |"
     )
+    print()
+    print("Where a latency mail's time goes (s):")
+    print("| stage | p50 | p99 |")
+    print("|---|---|---|")
+    for stage, seconds in stages.items():
+        print(f"| {stage} | {statistics.median(seconds):.2f} | {percentile(seconds, 0.99):.2f} |")
     if args.plots is not None:
         plot(args.plots, samples, latencies, f"{total} mails in {args.mailboxes} mailboxes, {rate:,.0f} mails/s")
         print(f"plots written to {args.plots}/pipeline-sustained.png and pipeline-latency.png")
