@@ -590,7 +590,7 @@ class DrillConfig:
         if quick:
             values = dict(mailboxes=30, mails=600, drill_seconds=16.0, interval=5, settle_seconds=45.0)
         else:
-            values = dict(mailboxes=3000, mails=30000, drill_seconds=120.0, interval=60, connections=48, settle_seconds=120.0)
+            values = dict(mailboxes=3000, mails=30000, drill_seconds=300.0, interval=60, connections=48, settle_seconds=120.0)
         return cls(quick=quick, **(values | {k: v for k, v in overrides.items() if v is not None}))
 
 
@@ -783,7 +783,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="the CI subset: kill -9 of each kind, add and remove a fetcher; small")
     parser.add_argument("--mailboxes", type=int, help="Dovecot mailboxes (quick 30, full 3000)")
     parser.add_argument("--mails", type=int, help="mails injected over all drills (quick 600, full 30000)")
-    parser.add_argument("--drill-seconds", type=float, help="seconds of mail flow per drill (quick 16, full 120)")
+    parser.add_argument("--drill-seconds", type=float, help="seconds of mail flow per drill (quick 16, full 300)")
     parser.add_argument("--interval", type=int, help="poll interval of every mailbox (quick 5, full 60)")
     parser.add_argument("--connections", type=int, help="SMTP sessions injecting mail at once (quick 2, full 48)")
     parser.add_argument("--seed", type=int, default=7, help="picks the replicas killed or removed")
