@@ -355,16 +355,10 @@ class _BatchTransaction:
     # --- 4. effects ----------------------------------------------------------
 
     def _apply(self, items: Sequence[BatchItem], plans: Sequence[Plan], facts: BatchFacts) -> list[AppliedMail]:
-        locations: dict[str, tuple[int, bool]] = {}  # domain -> (id, created by this batch)
-        users: dict[str, tuple[int, str | None]] = {}  # email -> (id, login if created by this batch)
-        for plan in plans:
-            if isinstance(plan, OpenTicket) and plan.creates_location is not None:
-                locations[plan.creates_location.domain] = self._location(plan.creates_location)
-        for plan in plans:
-            if isinstance(plan, OpenTicket) and plan.creates_user is not None:
-                users[plan.creates_user.email] = self._user(plan.creates_user, locations)
-
         opening = [p for p in plans if isinstance(p, OpenTicket)]
+        locations = self._locations([p.creates_location for p in opening if p.creates_location is not None])
+        users = self._users([p.creates_user for p in opening if p.creates_user is not None], locations)
+
         numbers: dict[PlannedTicket, int] = {}
         if opening:
             drawn = sorted(
@@ -438,18 +432,53 @@ class _BatchTransaction:
         self._queue_auto_answers(items, plans, numbers)
         return results
 
-    def _location(self, planned: PlannedLocation) -> tuple[int, bool]:
-        """The location of ``planned.domain``: inserted now (True) or found, if another
-        transaction inserted it first (False)."""
-        created = self._c.scalar(
-            insert(Location)
-            .values(name=planned.domain, domain=planned.domain)
-            .on_conflict_do_nothing(index_elements=["domain"])
-            .returning(Location.id)
-        )
-        if created is not None:
-            return created, True
-        return self._c.scalar(select(Location.id).where(Location.domain == planned.domain)), False
+    def _locations(self, planned: Sequence[PlannedLocation]) -> dict[str, tuple[int, bool]]:
+        """The locations of ``planned`` by domain: (id, True) if inserted now, (id, False)
+        if found because another transaction inserted it first. Two statements at most,
+        whatever the number of domains."""
+        domains = sorted({p.domain for p in planned})
+        if not domains:
+            return {}
+        statement = insert(Location).on_conflict_do_nothing(index_elements=["domain"]).returning(Location.id, Location.domain)
+        locations = {row.domain: (row.id, True) for row in self._c.execute(statement, [dict(name=d, domain=d) for d in domains])}
+        if missing := [d for d in domains if d not in locations]:
+            found = self._c.execute(select(Location.id, Location.domain).where(_in_array(Location.domain, missing, Text)))
+            locations.update((row.domain, (row.id, False)) for row in found)
+        return locations
+
+    def _users(
+        self, planned: Sequence[PlannedUser], locations: dict[str, tuple[int, bool]]
+    ) -> dict[str, tuple[int, str | None]]:
+        """The users of ``planned`` by email: (id, login) if inserted now, (id, None) if found.
+
+        One INSERT tries each user's first login (:func:`login_candidates`), which is the
+        one most new senders get, so a batch of new senders costs one round trip instead
+        of two per sender. A row it skipped, because its email or login was taken (by
+        another row of the batch or another transaction), goes through :meth:`_user`,
+        which finds the user or the next free login. The rows go in email order, so
+        concurrent batches take the unique-index entries in one order.
+        """
+        if not planned:
+            return {}
+        ordered = sorted({p.email: p for p in planned}.values(), key=lambda p: p.email)
+        rows = [
+            dict(
+                login=next(login_candidates(p.local_part)),
+                email=p.email,
+                display_name=p.display_name,
+                location_id=_location_id(p.location, locations),
+                created_from_account_id=p.account_id,
+            )
+            for p in ordered
+        ]
+        statement = insert(User).on_conflict_do_nothing().returning(User.id, User.email, User.login)
+        users: dict[str, tuple[int, str | None]] = {
+            row.email: (row.id, row.login) for row in self._c.execute(statement, rows)
+        }
+        for p in ordered:
+            if p.email not in users:
+                users[p.email] = self._user(p, locations)
+        return users
 
     def _user(self, planned: PlannedUser, locations: dict[str, tuple[int, bool]]) -> tuple[int, str | None]:
         """The user of ``planned.email``: (id, login) if inserted now, (id, None) if found.

@@ -7,7 +7,7 @@ import threading
 from collections import Counter
 
 import pytest
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import event, func, insert, select, update
 
 from mailintake.contracts.records import Decision, TicketEventKind
 from mailintake.database import engine_for
@@ -147,6 +147,30 @@ def test_users_from_the_local_part_resolve_collisions_in_a_fixed_order(engine, s
         display = c.scalar(select(User.display_name).where(User.email == f"{name}@b.test"))
     assert users == {f"someone-else-{unique}@other.test": name, f"{name}@a.test": f"{name}-2", f"{name}@b.test": f"{name}-3"}
     assert display == "Max"
+
+
+def test_a_batch_of_new_senders_is_inserted_in_one_statement(engine, store, unique):
+    taken = f"taken.{unique}"
+    add_user(engine, taken, f"first-{unique}@other.test")
+    account = f"acc-{unique}"
+    senders = [f"new{i}.{unique}@kunde.test" for i in range(20)] + [f"{taken}@kunde.test"]
+    mails = [classified(account, str(i), sender=s, create_user_from_local_part=True) for i, s in enumerate(senders)]
+    statements = []
+
+    def record(_conn, _cursor, statement, *_args):
+        statements.append(statement)
+
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        handled = store.apply_batch([BatchItem(m) for m in mails])
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+    assert kinds(handled) == [["USER_CREATED", "TICKET_CREATED"]] * 21
+    # One INSERT for the 20 free logins, and one more for the sender whose login was taken.
+    assert sum(s.lstrip().upper().startswith("INSERT INTO USERS") for s in statements) == 2
+    with engine.connect() as c:
+        logins = dict(c.execute(select(User.email, User.login).where(User.email.in_(senders))).all())
+    assert logins == {s: s.split("@")[0] for s in senders[:20]} | {f"{taken}@kunde.test": f"{taken}-2"}
 
 
 def test_known_sender_is_found_whatever_the_case(engine, store, unique):
