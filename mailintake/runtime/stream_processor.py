@@ -2,11 +2,12 @@
 
 The order is the exactly-once argument (in the manner of Arroyo/Snuba):
 
-* a batch is decoded and processed; a record that cannot be decoded or is
-  :class:`InvalidMessage` becomes a :class:`DeadLetter` on ``mail.dlq`` with its source
-  topic, partition, offset and the reason;
-* every output of the batch is produced with ``acks=all`` by the idempotent producer
-  and the producer is flushed; a failed send raises, so nothing is committed;
+* each record of a batch is decoded and processed; a record that cannot be decoded or
+  is :class:`InvalidMessage` becomes a :class:`DeadLetter` on ``mail.dlq`` with its
+  source topic, partition, offset and the reason;
+* its outputs are produced at once, with ``acks=all`` by the idempotent producer (so
+  the next stage does not wait for the whole batch); after the batch the producer is
+  flushed and every send checked: a failed one raises, so nothing is committed;
 * only then are the consumed offsets committed; a commit rides out a broker restart
   (``offset_commits.py``).
 
@@ -194,13 +195,19 @@ class StreamProcessor(Generic[RecordT]):
     def _handle_batch(self, batch: dict[TopicPartition, list[ConsumerRecord]]) -> None:
         started = time.monotonic()
         outputs: list[Output] = []
+        futures = []
         offsets: dict[TopicPartition, OffsetAndMetadata] = {}
         for tp, messages in batch.items():
             for message in messages:
-                outputs.extend(self._handle_one(message))
+                # Each record's outputs go to the producer as soon as they exist, so the
+                # next stage sees the first mails of a batch while the rest are processed;
+                # the commit still waits for every acknowledgement below. A crash between
+                # the two replays the batch, as it would after a produce without commit.
+                for output in self._handle_one(message):
+                    outputs.append(output)
+                    futures.append(self._producer.send(output.topic, key=output.key, value=output.value))
                 offsets[tp] = OffsetAndMetadata(message.offset + 1, "", -1)
             RECORDS_IN.labels(self.service, tp.topic).inc(len(messages))
-        futures = [self._producer.send(o.topic, key=o.key, value=o.value) for o in outputs]
         self._producer.flush()
         for future, output in zip(futures, outputs):
             future.get(timeout=30)  # raises if Kafka did not acknowledge: nothing gets committed
