@@ -162,12 +162,13 @@ def db_upgrade() -> None:
 def tickets_list(
     limit: int = typer.Option(50, min=1, help="At most this many, newest first."),
     status: str | None = typer.Option(None, help="Only tickets with this status (open, closed)."),
+    account: str | None = typer.Option(None, help="Only tickets that came in on the account with this id."),
 ) -> None:
     """List tickets, newest first."""
     from mailintake.database import engine_for
     from services.ticketer.queries import TicketFilter, list_tickets
 
-    rows = list_tickets(engine_for(_database_url()), TicketFilter(status=status), limit=limit)
+    rows = list_tickets(engine_for(_database_url()), TicketFilter(status=status, account=account), limit=limit)
     if not rows:
         typer.echo("no tickets")
         return
@@ -260,7 +261,8 @@ def demo(
         if handled < before + seeded:
             _fail(f"only {handled - before} of {seeded} demo mails were handled within {timeout:.0f}s; see the logs above")
         typer.echo("")
-        tickets_list(limit=10, status=None)
+        # Only the demo account's: after a test run the database holds the tests' tickets too.
+        tickets_list(limit=10, status=None, account="demo-demo")
         if keep_running:
             typer.echo("\nThe pipeline keeps polling the demo mailbox; press Ctrl-C to stop.")
             pipeline.wait()

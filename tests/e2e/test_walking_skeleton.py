@@ -150,6 +150,12 @@ def test_mail_becomes_a_ticket_and_a_reply_becomes_its_second_step(stack, unique
         ).stdout
         assert f"Printer jammed {unique}" in shown and "Still jammed." in shown
         assert shown.index("step 1") < shown.index("step 2")
+        listed = subprocess.run(
+            [sys.executable, "-m", "mailintake", "tickets", "list", "--account", account_id],
+            capture_output=True, text=True, check=True,
+        ).stdout.splitlines()
+        # The header and this account's one ticket; the shared database holds other tests' tickets.
+        assert len(listed) == 2 and listed[1].split()[0] == str(ticket.number), listed
     finally:
         pipeline.send_signal(signal.SIGTERM)
         output, _ = pipeline.communicate(timeout=60)
