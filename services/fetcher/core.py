@@ -207,6 +207,22 @@ def pop3_source_id(uidl: str) -> str:
 
 
 @dataclass(frozen=True)
+class PrefixedSourceIds:
+    """Source ids that are ``prefix`` plus the server's own id of the mail (an EWS item
+    id, a Graph message id), which the after-fetch action needs back."""
+
+    prefix: str
+
+    def source_id(self, native_id: str) -> str:
+        return self.prefix + native_id
+
+    def native_id(self, source: str) -> str:
+        if not source.startswith(self.prefix):
+            raise ValueError(f"{source!r} is not a source id of this protocol (they start with {self.prefix!r})")
+        return source.removeprefix(self.prefix)
+
+
+@dataclass(frozen=True)
 class Pop3Plan:
     """What one POP3 session does with the maildrop's UIDL listing."""
 

@@ -77,6 +77,7 @@ from requests.adapters import HTTPAdapter
 from requests_gssapi import REQUIRED, HTTPSPNEGOAuth
 
 from services.fetcher.account import Account
+from services.fetcher.core import PrefixedSourceIds
 from services.fetcher.mail_source import MailServerError
 
 log = structlog.get_logger(__name__)
@@ -93,7 +94,7 @@ EXCHANGE_BUILD = Build(15, 1, 2507, 6)
 KERBEROS_MECHANISM = "1.2.840.113554.1.2.2"
 KERBEROS = gssapi.OID.from_int_seq(KERBEROS_MECHANISM)
 SPNEGO = gssapi.OID.from_int_seq("1.3.6.1.5.5.2")
-SOURCE_PREFIX = "ews:"
+SOURCE_IDS = PrefixedSourceIds("ews:")
 DEFAULT_PAGE_SIZE = 500
 #: Mails per GetItem: each arrives base64-encoded inside one XML response, so a few
 #: large mails already make a large response.
@@ -216,14 +217,8 @@ def plan_pending(listed: Sequence[str], produced: set[str]) -> tuple[list[str], 
     return [item_id for item_id in listed if item_id not in produced], produced - set(listed)
 
 
-def source_id(item_id: str) -> str:
-    return SOURCE_PREFIX + item_id
-
-
-def item_id_of(source: str) -> str:
-    if not source.startswith(SOURCE_PREFIX):
-        raise ValueError(f"{source!r} is not an EWS source id")
-    return source.removeprefix(SOURCE_PREFIX)
+source_id = SOURCE_IDS.source_id
+item_id_of = SOURCE_IDS.native_id
 
 
 # --- durable marks ---------------------------------------------------------------------

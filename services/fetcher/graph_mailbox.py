@@ -58,6 +58,7 @@ import structlog
 from prometheus_client import Counter
 
 from services.fetcher.account import Account
+from services.fetcher.core import PrefixedSourceIds
 from services.fetcher.mail_connection import tls_context
 from services.fetcher.mail_source import MailServerError
 
@@ -67,7 +68,7 @@ THROTTLED = Counter("mailintake_fetcher_graph_throttled_total", "Graph requests 
 RESYNCS = Counter("mailintake_fetcher_graph_resyncs_total", "Graph delta rounds restarted because the server rejected the stored deltaLink", ["account_id"])
 
 API_VERSION = "v1.0"
-SOURCE_PREFIX = "graph:"
+SOURCE_IDS = PrefixedSourceIds("graph:")
 DEFAULT_PAGE_SIZE = 100
 #: Requests in flight at once per mailbox: Exchange Online's limit per application and mailbox.
 MAILBOX_CONCURRENCY = 4
@@ -146,14 +147,8 @@ def odata_string(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-def source_id(message_id: str) -> str:
-    return SOURCE_PREFIX + message_id
-
-
-def message_id_of(source: str) -> str:
-    if not source.startswith(SOURCE_PREFIX):
-        raise ValueError(f"{source!r} is not a Graph source id")
-    return source.removeprefix(SOURCE_PREFIX)
+source_id = SOURCE_IDS.source_id
+message_id_of = SOURCE_IDS.native_id
 
 
 @dataclass(frozen=True)
