@@ -10,6 +10,7 @@ import os
 import shutil
 import subprocess
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 from .component import Component, ProbeFailed
@@ -21,6 +22,18 @@ from .settings import HOST
 
 POM = DEPLOY_DIR / "kafka" / "pom.xml"
 _POM_STAMP = ".pom-sha256"
+
+
+def new_cluster_id(random_bytes: Callable[[int], bytes] = os.urandom) -> str:
+    """A KRaft cluster id: 16 random bytes in unpadded URL-safe base64.
+
+    An id that starts with ``-`` is drawn again, as Kafka's own ``Uuid.randomUuid`` does: the storage
+    tool's argument parser reads ``-t -abc`` as a missing value followed by an option.
+    """
+    while True:
+        cluster_id = base64.urlsafe_b64encode(random_bytes(16)).rstrip(b"=").decode()
+        if not cluster_id.startswith("-"):
+            return cluster_id
 
 
 class Kafka(Component):
@@ -93,7 +106,7 @@ class Kafka(Component):
         """Format the KRaft metadata log once; later starts reuse the cluster."""
         if (self.layout.kafka_data / "meta.properties").exists():
             return
-        cluster_id = base64.urlsafe_b64encode(os.urandom(16)).rstrip(b"=").decode()
+        cluster_id = new_cluster_id()
         with self.log_file.open("ab") as log:
             log.write(b"\n=== mailintake stack: starting the Kafka storage format\n")
             log.flush()
