@@ -79,15 +79,21 @@ class DlqLimit:
 
     def __post_init__(self) -> None:
         self._recent: collections.deque[bool] = collections.deque(maxlen=self.window)
+        # Kept beside the window rather than summed from it: record() runs for every
+        # record, and a sum over a 1,000-record window was a tenth of the ticketer's loop.
+        self._dead_in_window = 0
         self._consecutive = 0
 
     def record(self, dead_lettered: bool) -> None:
+        if len(self._recent) == self.window:
+            self._dead_in_window -= self._recent[0]
         self._recent.append(dead_lettered)
+        self._dead_in_window += dead_lettered
         self._consecutive = self._consecutive + 1 if dead_lettered else 0
         if self._consecutive > self.max_consecutive:
             raise DlqRateExceeded(f"{self._consecutive} records in a row were dead-lettered (limit {self.max_consecutive})")
         if len(self._recent) >= self.min_records:
-            ratio = sum(self._recent) / len(self._recent)
+            ratio = self._dead_in_window / len(self._recent)
             if ratio > self.max_ratio:
                 raise DlqRateExceeded(
                     f"{ratio:.0%} of the last {len(self._recent)} records were dead-lettered (limit {self.max_ratio:.0%})"
