@@ -65,8 +65,9 @@ class PollSchedule:
         return max(0.0, self._queue[0][0] - now) if self._queue else None
 
     def set_accounts(self, intervals: Mapping[str, int], now: float) -> None:
-        """Follow a changed account list: new accounts are due now, removed ones leave the
-        queue (one being polled finishes first), changed intervals apply from the next poll."""
+        """Follow a changed account list: removed accounts leave the queue (one being polled
+        finishes first), changed intervals apply from the next poll. One new account is
+        due now; several new at once are spread over their interval, as ``stagger`` does."""
         removed = self._intervals.keys() - intervals.keys()
         added = intervals.keys() - self._intervals.keys()
         self._intervals = dict(intervals)
@@ -75,8 +76,14 @@ class PollSchedule:
             heapq.heapify(self._queue)
             for account_id in removed:
                 self.failures.pop(account_id, None)
+        # Several accounts arrive together when a replica gets its share of the mailboxes
+        # (at start, or a dead replica's after a rebalance). Due together, they would stay
+        # due together every interval, and their mails would reach the classifier and the
+        # ticketer as one burst per interval, queueing there for seconds.
+        spread = len(added) > 1
         for account_id in sorted(added - self._running.keys()):
-            heapq.heappush(self._queue, (now, account_id))
+            when = now + self._rng.uniform(0, self._intervals[account_id]) if spread else now
+            heapq.heappush(self._queue, (when, account_id))
 
     def finished(self, account_id: str, now: float, ok: bool) -> float:
         """Put a polled account back in the queue; return seconds until its next poll

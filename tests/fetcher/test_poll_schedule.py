@@ -68,3 +68,18 @@ def test_a_restored_backoff_waits_out_its_rest_and_goes_on_from_its_step():
     assert account == "bad" and 192 - 10 <= due <= 288 - 10
     retry_in = schedule.finished("bad", now=due, ok=False)
     assert 384 <= retry_in <= 576 and schedule.failures["bad"] == 4, "the fourth failure's step, not the first's"
+
+
+def test_one_added_account_is_due_now_and_a_share_of_many_is_spread_over_the_interval():
+    schedule = PollSchedule({}, now=0.0, rng=random.Random(1))
+    schedule.set_accounts({"new": 60}, now=5.0)
+    assert schedule.take_due(5.0) == [("new", 5.0)], "an account an operator just added is polled at once"
+
+    share = {f"a{n}": 60 for n in range(200)}
+    schedule = PollSchedule({}, now=0.0, rng=random.Random(1))
+    schedule.set_accounts(share, now=100.0)
+    polled = simulate(schedule, failing=set(), until=400)
+    firsts = sorted(times[0] for times in polled.values())
+    assert len(polled) == 200 and 100 <= firsts[0] and firsts[-1] < 160
+    assert max(sum(1 for t in firsts if s <= t < s + 6) for s in range(100, 160, 6)) < 50, "not bunched in one tenth"
+    assert all(abs(b - a - 60) < 1e-6 for times in polled.values() for a, b in zip(times, times[1:])), "then one interval apart"
