@@ -70,7 +70,7 @@ from aiokafka import TopicPartition
 from prometheus_client import Counter
 
 from mailintake.contracts import InvalidMessage, get_topic, record_key
-from mailintake.contracts.records import Decision, MailClassified, decode_record, encode_record
+from mailintake.contracts.records import Decision, MailClassified, decode_record, record_encoder
 from mailintake.database import engine_for
 from mailintake.runtime.http_endpoint import Health
 from mailintake.runtime.stream_processor import (
@@ -271,7 +271,7 @@ class TicketerWorker:
             return None
         outputs: list[Output] = []
         items: list[BatchItem] = []
-        sources: list[Any] = []
+        joinables: list[bool] = []
         for event in events:
             message = event.message
             try:
@@ -290,19 +290,21 @@ class TicketerWorker:
                 continue
             self._dlq_limit.record(False)
             assert isinstance(mail, MailClassified)
-            items.append(BatchItem(mail, self._bundle_hint(mail, message.partition)))
-            sources.append(message)
+            joinable = self._joinable(mail, message.partition)
+            items.append(BatchItem(mail, self._bundle_hint(mail, joinable)))
+            joinables.append(joinable)
         RECORDS_IN.labels(SERVICE, self.source_topic).inc(len(events))
 
         handled: list[HandledMail] = []
         if items:
             loop = asyncio.get_running_loop()
             handled = await loop.run_in_executor(self._db, self._store.apply_batch, items)
-        for result, message in zip(handled, sources):
+        encode_event = record_encoder(OUTPUT_TOPIC)
+        for result, joinable in zip(handled, joinables):
             self._note(result)
-            outputs.extend(Output(OUTPUT_TOPIC, record_key(e), encode_record(OUTPUT_TOPIC, e)) for e in result.events)
+            outputs.extend(Output(OUTPUT_TOPIC, record_key(e), encode_event(e)) for e in result.events)
             opened = result.opened_ticket
-            if opened is not None and self._joinable(result.mail, message.partition):
+            if opened is not None and joinable:
                 self._join.remember(result.mail.bundle_key, result.mail.poll_cycle, opened)
         return AppliedBatch(outputs, offsets, started)
 
@@ -395,10 +397,12 @@ class TicketerWorker:
             and bundle_partition(mail.bundle_key, self._partitions) == partition
         )
 
-    def _bundle_hint(self, mail: MailClassified, partition: int) -> int | None:
+    def _bundle_hint(self, mail: MailClassified, joinable: bool) -> int | None:
+        """What the window table says of a bundling new-ticket candidate; ``joinable`` is
+        :meth:`_joinable` of the mail on the partition it came from."""
         if not (mail.decision is Decision.NEW_TICKET and mail.ticket_options.auto_bundle and mail.bundle_key):
             return None
-        if not self._joinable(mail, partition):
+        if not joinable:
             BUNDLE_JOIN.labels("not_joinable").inc()
             return None
         found = self._join.lookup(mail.bundle_key, mail.poll_cycle)
