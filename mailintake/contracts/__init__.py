@@ -35,6 +35,7 @@ from mailintake.contracts.records import (
     TopicRecord,
     decode_record,
     encode_record,
+    record_decoder,
     record_encoder,
     record_type,
 )
@@ -78,6 +79,7 @@ __all__ = [
     "default_registry",
     "encode",
     "encode_record",
+    "record_decoder",
     "record_encoder",
     "get_topic",
     "key_text",

@@ -271,9 +271,23 @@ def record_encoder(topic_name: str) -> Callable[[TopicRecord], bytes]:
 
 def decode_record(topic_name: str, data: bytes) -> TopicRecord:
     """Decode a value of ``topic_name`` into its typed record; ``InvalidMessage`` if it is none."""
-    datum = codec_for(topic_name).decode(data)
-    try:
-        return record_type(topic_name).from_avro(datum)
-    except ValidationError as error:
-        reason = f"decoded record does not fit {record_type(topic_name).__name__}: {error}"
-        raise InvalidMessage(reason, topic=topic_name) from None
+    return record_decoder(topic_name)(data)
+
+
+def record_decoder(topic_name: str) -> Callable[[bytes], TopicRecord]:
+    """:func:`decode_record` for a batch of values of one topic.
+
+    Like :func:`record_encoder`, it looks the codec up once: per record, that look-up
+    was a quarter of the ticketer's decoding.
+    """
+    expected, codec = record_type(topic_name), codec_for(topic_name)
+
+    def decode(data: bytes) -> TopicRecord:
+        datum = codec.decode(data)
+        try:
+            return expected.from_avro(datum)
+        except ValidationError as error:
+            reason = f"decoded record does not fit {expected.__name__}: {error}"
+            raise InvalidMessage(reason, topic=topic_name) from None
+
+    return decode

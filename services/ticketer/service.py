@@ -70,7 +70,7 @@ from aiokafka import TopicPartition
 from prometheus_client import Counter
 
 from mailintake.contracts import InvalidMessage, get_topic, record_key
-from mailintake.contracts.records import Decision, MailClassified, decode_record, record_encoder
+from mailintake.contracts.records import Decision, MailClassified, record_decoder, record_encoder
 from mailintake.database import engine_for
 from mailintake.runtime.http_endpoint import Health
 from mailintake.runtime.stream_processor import (
@@ -272,10 +272,11 @@ class TicketerWorker:
         outputs: list[Output] = []
         items: list[BatchItem] = []
         joinables: list[bool] = []
+        decode_mail = record_decoder(SOURCE_TOPIC)
         for event in events:
             message = event.message
             try:
-                mail = decode_record(SOURCE_TOPIC, message.value or b"")
+                mail = decode_mail(message.value or b"")
             except InvalidMessage as exc:
                 self._dlq_limit.record(True)
                 DEAD_LETTERED.labels(SERVICE, message.topic).inc()

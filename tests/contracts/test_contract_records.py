@@ -21,6 +21,8 @@ from mailintake.contracts import (
     decode_record,
     encode,
     encode_record,
+    record_decoder,
+    record_encoder,
 )
 from mailintake.contracts.avsc import load_schema
 from mailintake.contracts.datum import DatumForm, conform
@@ -139,3 +141,15 @@ def test_decoding_a_record_of_another_topic_raises_invalid_message():
     data = encode("ticket.events", event.to_avro())
     with pytest.raises(InvalidMessage):
         decode_record("mail.dlq", data)
+
+
+def test_a_batch_decoder_reads_what_a_batch_encoder_wrote_and_refuses_what_does_not_fit():
+    events = [
+        TicketEvent(event_id=f"e{n}", kind="STEP_ADDED", occurred_at=dt.datetime(2026, 1, 1, tzinfo=dt.UTC), account_id="a", source_id=f"s{n}")
+        for n in range(3)
+    ]
+    encode_event, decode_event = record_encoder("ticket.events"), record_decoder("ticket.events")
+
+    assert [decode_event(encode_event(e)) for e in events] == events
+    with pytest.raises(InvalidMessage, match="registered for ticket.events-value, not mail.dlq-value"):
+        record_decoder("mail.dlq")(encode_event(events[0]))
