@@ -242,12 +242,13 @@ def demo(
     import subprocess
     import sys
 
-    from mailintake.demo import seed, wait_for_tickets, write_accounts_file
+    from mailintake.demo import demo_account_id, seed, wait_for_tickets, write_accounts_file
     from mailintake.stack import Stack
 
     endpoints = Stack().endpoints
     accounts = write_accounts_file(endpoints, endpoints.state_dir / "demo-accounts.yaml", "demo")
-    before = wait_for_tickets(endpoints.database_url, "demo-demo", 0, 0)
+    account_id = demo_account_id("demo")
+    before = wait_for_tickets(endpoints.database_url, account_id, 0, 0)
     seeded = seed(endpoints)
     typer.echo(f"put {seeded} demo mails into {endpoints.user('demo').address}; starting fetcher, classifier, ticketer")
     from mailintake.local_environment import service_environment
@@ -257,12 +258,12 @@ def demo(
         env={**os.environ, **service_environment(endpoints)},
     )
     try:
-        handled = wait_for_tickets(endpoints.database_url, "demo-demo", before + seeded, timeout)
+        handled = wait_for_tickets(endpoints.database_url, account_id, before + seeded, timeout)
         if handled < before + seeded:
             _fail(f"only {handled - before} of {seeded} demo mails were handled within {timeout:.0f}s; see the logs above")
         typer.echo("")
         # Only the demo account's: after a test run the database holds the tests' tickets too.
-        tickets_list(limit=10, status=None, account="demo-demo")
+        tickets_list(limit=10, status=None, account=account_id)
         if keep_running:
             typer.echo("\nThe pipeline keeps polling the demo mailbox; press Ctrl-C to stop.")
             pipeline.wait()

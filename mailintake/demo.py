@@ -51,11 +51,16 @@ def append_mails(endpoints: Endpoints, user: str, mails: list[bytes], folder: st
             client.append(folder, raw)
 
 
+def demo_account_id(user: str) -> str:
+    """The id of the demo account that reads ``user``'s mailbox."""
+    return f"demo-{user}"
+
+
 def write_accounts_file(endpoints: Endpoints, path: Path, user: str, poll_interval_seconds: int = 5) -> Path:
     """An accounts file for ``user``'s mailbox on the stack's IMAPS port."""
     mailbox = endpoints.user(user)
     account = {
-        "id": f"demo-{user}",
+        "id": demo_account_id(user),
         "name": f"Demo mailbox {mailbox.address}",
         "protocol": "imap",
         "host": endpoints.host,
