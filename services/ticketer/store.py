@@ -43,6 +43,7 @@ from sqlalchemy.dialects.postgresql import ARRAY, insert
 from sqlalchemy.exc import DBAPIError
 
 from mailintake.contracts.records import Decision, MailClassified, TicketEvent, TicketEventKind
+from mailintake.database.bulk_copy import copy_rows
 from mailintake.outbound_mail import ticket_number_of_message_id
 from services.ticketer.core import (
     AppliedMail,
@@ -190,7 +191,7 @@ class _BatchTransaction:
         if ledger_rows:
             # No ON CONFLICT: a replica that recorded one of these mails meanwhile makes
             # this fail, the batch is retried and then finds the mail recorded.
-            self._c.execute(insert(ProcessedMail), ledger_rows)
+            copy_rows(self._c, ProcessedMail.__table__, ledger_rows)
         for index, first in copies.items():
             events[index] = events[first]
         written = set(fresh)
@@ -365,8 +366,9 @@ class _BatchTransaction:
                 self._c.scalars(select(TICKET_NUMBER_SEQUENCE.next_value()).select_from(func.generate_series(1, len(opening))))
             )
             numbers = {plan.ticket: number for plan, number in zip(opening, drawn)}
-            self._c.execute(
-                insert(Ticket),
+            copy_rows(
+                self._c,
+                Ticket.__table__,
                 [
                     {
                         "number": numbers[p.ticket],
@@ -424,7 +426,7 @@ class _BatchTransaction:
                     reopened.add(number)
                 results.append(AppliedMail(TicketEventKind.STEP_ADDED, number, plan.ticket_subject, flag))
         if steps:
-            self._c.execute(insert(TicketStep), steps)
+            copy_rows(self._c, TicketStep.__table__, steps)
         if reopened:
             self._c.execute(
                 update(Ticket).where(_in_array(Ticket.number, sorted(reopened), BigInteger)).values(status="open", updated_at=func.now())

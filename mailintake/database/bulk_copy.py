@@ -1,0 +1,62 @@
+"""Bulk writes with PostgreSQL's ``COPY ... FROM STDIN`` inside a SQLAlchemy transaction.
+
+An ``executemany`` of 500 rows costs SQLAlchemy and psycopg about 60-80 us of Python
+per row (parameter processing, one statement per row in the pipeline); ``COPY`` costs
+about 15 us and one stream (``bench/ticketer_throughput.py``'s notes in BENCHMARKS.md).
+The rows go into the transaction of the given connection, so they commit or roll back
+with everything else in it. Errors come back as SQLAlchemy's :class:`DBAPIError`
+(``IntegrityError`` for a unique violation, with the psycopg error as ``orig``), as an
+``INSERT`` through SQLAlchemy would raise them.
+
+``COPY`` has no ``ON CONFLICT`` and no ``RETURNING``: it is for plain inserts whose
+conflicts are errors. Server-side column defaults apply to the columns left out;
+SQLAlchemy's client-side defaults do not, so tables written this way keep theirs on
+the server.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import psycopg
+from psycopg import sql
+from psycopg.types.json import Jsonb
+from sqlalchemy import Connection, Table
+from sqlalchemy.dialects.postgresql import JSON, JSONB
+from sqlalchemy.exc import DBAPIError
+
+
+def copy_rows(connection: Connection, table: Table, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Insert ``rows`` (all with the same keys, each a column of ``table``) with one ``COPY``."""
+    if not rows:
+        return
+    names = list(rows[0])
+    unknown = [name for name in names if name not in table.columns]
+    if unknown:
+        raise ValueError(f"{table.name} has no column {', '.join(unknown)}")
+    as_json = [isinstance(table.columns[name].type, JSON | JSONB) for name in names]
+    statement = sql.SQL("COPY {} ({}) FROM STDIN").format(
+        sql.Identifier(table.name), sql.SQL(", ").join(sql.Identifier(name) for name in names)
+    )
+    driver_connection = connection.connection.driver_connection
+    assert isinstance(driver_connection, psycopg.Connection), "copy_rows needs the psycopg (3) driver"
+    cursor = driver_connection.cursor()
+    try:
+        with cursor.copy(statement) as copy:
+            for row in rows:
+                copy.write_row(
+                    [Jsonb(row[name]) if json and row[name] is not None else row[name] for name, json in zip(names, as_json)]
+                )
+    except psycopg.Error as error:
+        disconnected = connection.dialect.is_disconnect(error, driver_connection, cursor)
+        raise DBAPIError.instance(
+            statement.as_string(driver_connection),
+            None,
+            error,
+            psycopg.Error,
+            connection_invalidated=disconnected,
+            dialect=connection.dialect,
+        ) from error
+    finally:
+        cursor.close()
