@@ -61,6 +61,8 @@ class Output:
     topic: str
     key: bytes | None
     value: bytes
+    partition: int | None = None
+    """None: the producer's partitioner chooses by key."""
 
 
 class DlqRateExceeded(RuntimeError):
@@ -108,7 +110,7 @@ class SourceMessage(Protocol):
     partition: int
     offset: int
     key: bytes | None
-    value: bytes | None
+    value: bytes
 
 
 def dead_letter(service: str, message: SourceMessage, reason: str, exc: BaseException) -> Output:
@@ -211,7 +213,7 @@ class StreamProcessor(Generic[RecordT]):
                 # the two replays the batch, as it would after a produce without commit.
                 for output in self._handle_one(message):
                     outputs.append(output)
-                    futures.append(self._producer.send(output.topic, key=output.key, value=output.value))
+                    futures.append(self._producer.send(output.topic, key=output.key, value=output.value, partition=output.partition))
                 offsets[tp] = OffsetAndMetadata(message.offset + 1, "", -1)
             RECORDS_IN.labels(self.service, tp.topic).inc(len(messages))
         self._producer.flush()

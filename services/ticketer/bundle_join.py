@@ -116,8 +116,26 @@ class OpenBundle:
         return None
 
 
+@dataclass(frozen=True)
+class ChangelogRecord:
+    """A table change for the table's changelog topic, serialised as faust serialises it."""
+
+    topic: str
+    partition: int
+    key: bytes
+    value: bytes
+
+
 class BundleJoin:
-    """Reads and writes the windowed table of open bundles."""
+    """Reads and writes the windowed table of open bundles.
+
+    A new entry goes into the table's store at once, and its changelog record is handed
+    to the caller to produce with the batch's other records, acknowledged before the
+    batch's offsets are committed. Through faust's ``Table.__setitem__`` each entry was a
+    send through faust's producer buffer, not awaited before the commit, and the most
+    expensive part of the ticketer's event loop after decoding (BENCHMARKS.md). faust's
+    recovery reads these records as its own: same topic, partition, key and value codecs.
+    """
 
     def __init__(self, table: BundleTable, retention_seconds: float) -> None:
         if not isinstance(table.window, WindowT):
@@ -139,10 +157,17 @@ class BundleJoin:
                 return entry.ticket_number
         return None
 
-    def remember(self, bundle_key: str, poll_cycle: int, ticket_number: int, now: float | None = None) -> None:
-        """Record that ``bundle_key`` opened ``ticket_number`` in ``poll_cycle`` (after PostgreSQL committed it)."""
+    def remember(self, bundle_key: str, poll_cycle: int, ticket_number: int, now: float | None = None) -> ChangelogRecord:
+        """Record that ``bundle_key`` opened ``ticket_number`` in ``poll_cycle`` (after
+        PostgreSQL committed it) in the table's store, and return the changelog record the
+        caller must produce before it commits the source offset (see the class docstring)."""
         entry = OpenBundle(ticket_number, time.time() if now is None else now)
-        self._table[(bundle_key, self._window.current(poll_cycle))] = entry.to_table_value()
+        key, value = (bundle_key, self._window.current(poll_cycle)), entry.to_table_value()
+        self._table.data[key] = value
+        changelog = self._table.changelog_topic
+        key_bytes, _ = changelog.prepare_key(key, self._table.key_serializer)
+        value_bytes, _ = changelog.prepare_value(value, self._table.value_serializer)
+        return ChangelogRecord(changelog.get_topic_name(), self._table.partition_for_key(key), key_bytes, value_bytes)
 
     def prune(self, now: float | None = None) -> int:
         """Delete entries written more than ``retention_seconds`` ago; return how many.

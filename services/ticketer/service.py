@@ -220,10 +220,10 @@ class TicketerWorker:
         """Handles the batches in the order faust took them.
 
         A batch is applied to PostgreSQL (:meth:`_apply`) and then finished
-        (:meth:`_finish`: its events produced and acknowledged, its offsets committed).
-        The finish of one batch runs while the next is decoded and applied; finishes run
-        one at a time, in order, so offsets are committed in the order the batches were
-        taken, and none after a finish that failed.
+        (:meth:`_finish`: its events and table changes produced and acknowledged, its
+        offsets committed). The finish of one batch runs while the next is decoded and
+        applied; finishes run one at a time, in order, so offsets are committed in the
+        order the batches were taken, and none after a finish that failed.
         """
         while True:
             events = await self._waiting.get()
@@ -306,15 +306,16 @@ class TicketerWorker:
             outputs.extend(Output(OUTPUT_TOPIC, record_key(e), encode_event(e)) for e in result.events)
             opened = result.opened_ticket
             if opened is not None and joinable:
-                self._join.remember(result.mail.bundle_key, result.mail.poll_cycle, opened)
+                change = self._join.remember(result.mail.bundle_key, result.mail.poll_cycle, opened)
+                outputs.append(Output(change.topic, change.key, change.value, change.partition))
         return AppliedBatch(outputs, offsets, started)
 
     async def _finish(self, batch: AppliedBatch) -> None:
-        """Produce the batch's events and dead letters, await every acknowledgement, then
-        commit its offsets. A failure stops the worker, with nothing of the batch committed."""
+        """Produce the batch's events, dead letters and window-table changes, await every
+        acknowledgement, then commit its offsets. A failure stops the worker, with nothing of the batch committed."""
         self._finish_started = time.monotonic()
         try:
-            sends = [await self.app.producer.send(o.topic, o.key, o.value, None, None, None) for o in batch.outputs]
+            sends = [await self.app.producer.send(o.topic, o.key, o.value, o.partition, None, None) for o in batch.outputs]
             await asyncio.gather(*sends)  # raises if Kafka did not acknowledge: nothing gets committed
             for output in batch.outputs:
                 RECORDS_OUT.labels(SERVICE, output.topic).inc()

@@ -135,3 +135,23 @@ def test_bundle_partition_agrees_with_the_kafka_clients_default_partitioners(par
         expected = bundle_partition(key, partitions)
         assert KafkaPythonPartitioner().partition("t", key, data, None, None, cluster) == expected
         assert aiokafka_partitioner(data, all_partitions, all_partitions) == expected
+
+
+def test_a_remembered_entry_is_a_changelog_record_that_faust_recovery_reads_back():
+    app = new_app("changelog-test")
+    join = BundleJoin(bundle_table(app), retention_seconds=3600)
+    key = '["acct","x@example.com","Printer"]'
+    record = join.remember(key, 41, 10001, now=1234.5)
+    table = join._table
+    assert record.topic == table.changelog_topic.get_topic_name()
+    assert record.partition == bundle_partition(key, 12)
+    # faust's recovery: the changelog consumer decodes with the table's codecs, the store
+    # turns the JSON lists back into the tuple key.
+    decoded_key = faust.serializers.codecs.loads(table.key_serializer, record.key)
+    decoded_value = faust.serializers.codecs.loads(table.value_serializer, record.value)
+    recovered = bundle_table(new_app("changelog-recovered"))
+    message = Message(record.topic, record.partition, 1, 0.0, 0, None, record.key, record.value, None)
+    recovered.apply_changelog_batch([Event(app, decoded_key, decoded_value, {}, message)])
+    assert BundleJoin(recovered, retention_seconds=3600).lookup(key, 42) == 10001
+    assert BundleJoin(recovered, retention_seconds=3600).lookup(key, 43) is None
+    assert decoded_value == {"ticket": 10001, "at": 1234.5}
