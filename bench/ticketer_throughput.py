@@ -33,21 +33,25 @@ import threading
 import time
 import uuid
 from datetime import UTC, datetime
+from pathlib import Path
 
-from kafka import KafkaProducer
-from kafka.admin import KafkaAdminClient, NewTopic
-from sqlalchemy import func, insert, select
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mailintake.contracts import get_topic, record_key
-from mailintake.contracts.records import Decision, MailClassified, SenderIdentity, TicketOptions, encode_record
-from mailintake.database import engine_for
-from mailintake.runtime.http_endpoint import Health
-from mailintake.stack import Stack
-from services.classifier.core import bundle_key
-from services.ticketer.core import format_reference
-from services.ticketer.service import GIL_SWITCH_INTERVAL_SECONDS, TicketerWorker
-from services.ticketer.settings import TicketerSettings
-from services.ticketer.tables import TICKET_NUMBER_SEQUENCE, ProcessedMail, Ticket, TicketStep, User
+from kafka import KafkaProducer  # noqa: E402
+from kafka.admin import KafkaAdminClient, NewTopic  # noqa: E402
+from sqlalchemy import func, insert, select  # noqa: E402
+
+from bench.pipeline_end_to_end import cpu_seconds  # noqa: E402
+from mailintake.contracts import get_topic, record_key  # noqa: E402
+from mailintake.contracts.records import Decision, MailClassified, SenderIdentity, TicketOptions, encode_record  # noqa: E402
+from mailintake.database import engine_for  # noqa: E402
+from mailintake.runtime.http_endpoint import Health  # noqa: E402
+from mailintake.stack import Stack  # noqa: E402
+from services.classifier.core import bundle_key  # noqa: E402
+from services.ticketer.core import format_reference  # noqa: E402
+from services.ticketer.service import GIL_SWITCH_INTERVAL_SECONDS, TicketerWorker  # noqa: E402
+from services.ticketer.settings import TicketerSettings  # noqa: E402
+from services.ticketer.tables import TICKET_NUMBER_SEQUENCE, ProcessedMail, Ticket, TicketStep, User  # noqa: E402
 
 
 def mails(run: str, count: int, bundled: bool) -> list[MailClassified]:
@@ -130,8 +134,9 @@ def run_replica(bootstrap: str, database_url: str, group: str, topic: str, stop:
     asyncio.run(TicketerWorker(settings, Health(), source_topic=topic).run_until(stopping))
 
 
-def through_ticketer(endpoints, records: list[MailClassified], run: str, label: str, replicas: int) -> float:
-    """Seconds from the first to the last of ``records`` handled by ``replicas`` ticketer processes."""
+def through_ticketer(endpoints, records: list[MailClassified], run: str, label: str, replicas: int) -> tuple[float, float]:
+    """Seconds from the first to the last of ``records`` handled by ``replicas`` ticketer
+    processes, and the CPU seconds (user + system) the processes used meanwhile."""
     topic = f"bench.mail.classified.{run}.{label}"
     group = f"bench-{run}-{label}"
     admin = KafkaAdminClient(bootstrap_servers=endpoints.kafka_bootstrap)
@@ -155,10 +160,10 @@ def through_ticketer(endpoints, records: list[MailClassified], run: str, label: 
     try:
         while handled(engine, account) == 0:
             time.sleep(0.01)
-        started = time.monotonic()
+        started, cpu_started = time.monotonic(), sum(cpu_seconds(p.pid) for p in processes)
         while handled(engine, account) < len(records):
             time.sleep(0.01)
-        return time.monotonic() - started
+        return time.monotonic() - started, sum(cpu_seconds(p.pid) for p in processes) - cpu_started
     finally:
         stop.set()
         for process in processes:
@@ -192,8 +197,8 @@ def main() -> None:
         bare_insert(engine, baseline[start : start + settings.max_batch], fallback_id)
     bare_seconds = time.monotonic() - started
 
-    new_seconds = through_ticketer(endpoints, mails(run, args.mails, bundled=False), run, "new", args.replicas)
-    bundled_seconds = through_ticketer(endpoints, mails(run, args.mails, bundled=True), run, "bundled", args.replicas)
+    new_seconds, new_cpu = through_ticketer(endpoints, mails(run, args.mails, bundled=False), run, "new", args.replicas)
+    bundled_seconds, _ = through_ticketer(endpoints, mails(run, args.mails, bundled=True), run, "bundled", args.replicas)
     # The baseline again after the ticketer runs: the machine is shared, its load moves.
     started = time.monotonic()
     for start in range(0, len(baseline_after), settings.max_batch):
@@ -207,13 +212,17 @@ def main() -> None:
         f"bare batched INSERT:  {bare_rate:8.0f} tickets/s  (before {args.mails / bare_seconds:.0f}, "
         f"after {args.mails / bare_seconds_after:.0f})"
     )
-    print(f"ticketer, new:        {new_rate:8.0f} tickets/s  (ratio to bare INSERT {new_rate / bare_rate:.2f})")
+    print(
+        f"ticketer, new:        {new_rate:8.0f} tickets/s  (ratio to bare INSERT {new_rate / bare_rate:.2f}; "
+        f"worker CPU {new_cpu / args.mails * 1e6:.0f} us per ticket)"
+    )
     print(
         f"ticketer, 50% bundled:{args.mails / bundled_seconds:8.0f} mails/s, "
         f"{args.mails / 2 / bundled_seconds:.0f} tickets/s + {args.mails / 2 / bundled_seconds:.0f} steps/s"
     )
     print(json.dumps({"bare_tickets_per_s": round(bare_rate), "new_tickets_per_s": round(new_rate),
-                      "ratio": round(new_rate / bare_rate, 3), "bundled_mails_per_s": round(args.mails / bundled_seconds)}))
+                      "ratio": round(new_rate / bare_rate, 3),
+                      "worker_cpu_us_per_ticket": round(new_cpu / args.mails * 1e6), "bundled_mails_per_s": round(args.mails / bundled_seconds)}))
 
 
 if __name__ == "__main__":
