@@ -1,6 +1,6 @@
 """Ticketer throughput on the local stack, next to a bare batched INSERT of the same rows.
 
-    .venv/bin/python bench/ticketer_throughput.py [--mails 20000] [--replicas 1]
+    .venv/bin/python bench/ticketer_throughput.py [--mails 20000] [--replicas 1] [--collector tuned|default]
 
 Three measurements in one run, on the same PostgreSQL:
 
@@ -19,6 +19,9 @@ workers start, to a topic of this run (the shared
 ``mail.classified`` has other consumers on a dev stack); the clock runs from the first
 handled mail to the last, so start-up and the consumer-group join are not counted.
 The owner of every ticket is an existing fallback user, so no user is created.
+Every process runs with the garbage-collector settings of ``mailintake run``
+(``--collector default``: CPython's), the bare INSERT's included; the workers' CPU time
+(user + system) is reported per new ticket.
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ from bench.pipeline_end_to_end import cpu_seconds  # noqa: E402
 from mailintake.contracts import get_topic, record_key  # noqa: E402
 from mailintake.contracts.records import Decision, MailClassified, SenderIdentity, TicketOptions, encode_record  # noqa: E402
 from mailintake.database import engine_for  # noqa: E402
+from mailintake.runtime.garbage_collection import tune_for_streaming  # noqa: E402
 from mailintake.runtime.http_endpoint import Health  # noqa: E402
 from mailintake.stack import Stack  # noqa: E402
 from services.classifier.core import bundle_key  # noqa: E402
@@ -120,12 +124,16 @@ def handled(engine, account_id: str) -> int:
         return connection.scalar(select(func.count()).select_from(ProcessedMail).where(ProcessedMail.account_id == account_id))
 
 
-def run_replica(bootstrap: str, database_url: str, group: str, topic: str, stop: multiprocessing.synchronize.Event) -> None:
+def run_replica(
+    bootstrap: str, database_url: str, group: str, topic: str, stop: multiprocessing.synchronize.Event, collector: str
+) -> None:
     """One ticketer replica (a process of its own, as in production) until ``stop`` is set."""
     from mailintake.runtime.logs import configure_logging
 
     configure_logging("bench", "WARNING")
     sys.setswitchinterval(GIL_SWITCH_INTERVAL_SECONDS)  # as `mailintake run ticketer` does
+    if collector == "tuned":
+        tune_for_streaming()  # as `mailintake run` does
     settings = TicketerSettings(
         kafka_bootstrap_servers=bootstrap, database_url=database_url, group_id=group, log_level="WARNING"
     )
@@ -134,7 +142,9 @@ def run_replica(bootstrap: str, database_url: str, group: str, topic: str, stop:
     asyncio.run(TicketerWorker(settings, Health(), source_topic=topic).run_until(stopping))
 
 
-def through_ticketer(endpoints, records: list[MailClassified], run: str, label: str, replicas: int) -> tuple[float, float]:
+def through_ticketer(
+    endpoints, records: list[MailClassified], run: str, label: str, replicas: int, collector: str
+) -> tuple[float, float]:
     """Seconds from the first to the last of ``records`` handled by ``replicas`` ticketer
     processes, and the CPU seconds (user + system) the processes used meanwhile."""
     topic = f"bench.mail.classified.{run}.{label}"
@@ -152,7 +162,7 @@ def through_ticketer(endpoints, records: list[MailClassified], run: str, label: 
     spawn = multiprocessing.get_context("spawn")
     stop = spawn.Event()
     processes = [
-        spawn.Process(target=run_replica, args=(endpoints.kafka_bootstrap, endpoints.database_url, group, topic, stop))
+        spawn.Process(target=run_replica, args=(endpoints.kafka_bootstrap, endpoints.database_url, group, topic, stop, collector))
         for _ in range(replicas)
     ]
     for process in processes:
@@ -177,6 +187,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--mails", type=int, default=20000, help="records per measurement")
     parser.add_argument("--replicas", type=int, default=1, help="ticketer processes in one consumer group")
+    parser.add_argument(
+        "--collector",
+        choices=["tuned", "default"],
+        default="tuned",
+        help="garbage-collector settings of every process: as `mailintake run` sets them, or CPython's defaults",
+    )
     args = parser.parse_args()
     endpoints = Stack().up()
     settings = TicketerSettings(
@@ -185,6 +201,8 @@ def main() -> None:
     from mailintake.runtime.logs import configure_logging
 
     configure_logging("bench", "WARNING")
+    if args.collector == "tuned":
+        tune_for_streaming()  # the bare INSERT runs under the same collector settings as the workers
     engine = engine_for(endpoints.database_url)
     run = uuid.uuid4().hex[:8]
     with engine.begin() as connection:
@@ -197,8 +215,8 @@ def main() -> None:
         bare_insert(engine, baseline[start : start + settings.max_batch], fallback_id)
     bare_seconds = time.monotonic() - started
 
-    new_seconds, new_cpu = through_ticketer(endpoints, mails(run, args.mails, bundled=False), run, "new", args.replicas)
-    bundled_seconds, _ = through_ticketer(endpoints, mails(run, args.mails, bundled=True), run, "bundled", args.replicas)
+    new_seconds, new_cpu = through_ticketer(endpoints, mails(run, args.mails, bundled=False), run, "new", args.replicas, args.collector)
+    bundled_seconds, _ = through_ticketer(endpoints, mails(run, args.mails, bundled=True), run, "bundled", args.replicas, args.collector)
     # The baseline again after the ticketer runs: the machine is shared, its load moves.
     started = time.monotonic()
     for start in range(0, len(baseline_after), settings.max_batch):

@@ -9,6 +9,7 @@ from typing import Callable
 import structlog
 from pydantic_settings import BaseSettings
 
+from mailintake.runtime.garbage_collection import tune_for_streaming
 from mailintake.runtime.http_endpoint import Health, serve_http_endpoint
 from mailintake.runtime.logs import configure_logging
 from mailintake.runtime.settings import ProcessSettings, load_settings
@@ -42,6 +43,7 @@ def run_service(
     try:
         if prepare is not None:
             prepare(settings)
+        tune_for_streaming()
         loop(settings, health, stop)
     finally:
         server.shutdown()
