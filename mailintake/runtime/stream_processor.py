@@ -110,7 +110,7 @@ class SourceMessage(Protocol):
     partition: int
     offset: int
     key: bytes | None
-    value: bytes
+    value: bytes | None
 
 
 def dead_letter(service: str, message: SourceMessage, reason: str, exc: BaseException) -> Output:
