@@ -1,6 +1,8 @@
 """The classifier's small pure helpers, tested directly (in the manner of Zulip's email mirror)."""
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from services.classifier.addresses import domain, first_address, local_part, normalise_address
 from services.classifier.subjects import normalise_subject
@@ -77,6 +79,15 @@ def test_codec_name_knows_mail_aliases_and_refuses_junk():
 
 def test_storable_text_drops_nul_and_controls_and_lone_surrogates():
     assert storable_text("a\x00b\x07c\td\r\ne\udcff") == "abc\td\r\ne\ufffd"
+
+
+@given(st.text(alphabet=st.characters(min_codepoint=0, max_codepoint=0x10FFFF, exclude_categories=())))
+def test_storable_text_removes_exactly_the_controls_and_replaces_exactly_the_surrogates(text):
+    reference = "".join(
+        "" if (ord(c) < 0x20 and c not in "\t\n\r") or c == "\x7f" else "\ufffd" if 0xD800 <= ord(c) <= 0xDFFF else c
+        for c in text
+    )
+    assert storable_text(text) == reference
 
 
 def test_truncate_utf8_never_splits_a_character():
