@@ -312,7 +312,8 @@ class TicketerWorker:
 
     async def _finish(self, batch: AppliedBatch) -> None:
         """Produce the batch's events, dead letters and window-table changes, await every
-        acknowledgement, then commit its offsets. A failure stops the worker, with nothing of the batch committed."""
+        acknowledgement, then commit its offsets. A failure stops the worker, with nothing
+        of the batch committed."""
         self._finish_started = time.monotonic()
         try:
             sends = [await self.app.producer.send(o.topic, o.key, o.value, o.partition, None, None) for o in batch.outputs]
