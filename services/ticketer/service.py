@@ -362,6 +362,9 @@ class TicketerWorker:
                 commits[tp] = plan.commit
                 # The next batch continues here, even before this one is committed.
                 self._resume_at[tp] = plan.commit
+                sought = self._refetches.get(tp)
+                if sought is not None and sought[0] < plan.commit:
+                    del self._refetches[tp]  # the hole is filled
             if plan.refetch_from is not None:
                 HELD_BACK.inc(plan.held_back)
                 await self._refetch(tp, plan.refetch_from, plan.held_back)
@@ -381,7 +384,8 @@ class TicketerWorker:
     async def _refetch(self, tp: Any, offset: int, held_back: int) -> None:
         # Records past the hole that were fetched before the seek still arrive for a
         # while; seeking again for each of them would only refetch the same range. A hole
-        # that outlives the refetch (faust dropped the records again) is sought again.
+        # that outlives the refetch is sought again, by the next batch or by
+        # :meth:`_refetch_unfilled_holes`.
         last = self._refetches.get(tp)
         now = time.monotonic()
         if last is not None and last[0] == offset and now - last[1] < REFETCH_AGAIN_AFTER_SECONDS:
@@ -389,6 +393,25 @@ class TicketerWorker:
         self._refetches[tp] = (offset, now)
         log.warning("ticketer.offset_hole", topic=tp.topic, partition=tp.partition, refetch_from=offset, held_back=held_back)
         await self.app.consumer.seek(tp, offset)
+
+    async def _refetch_unfilled_holes(self) -> None:
+        """Seek again to every hole that a refetch has not filled in time.
+
+        A seek can be undone at once: faust's drain loop may still be delivering records
+        of a fetch from before the seek, and each of them moves its read offset past the
+        hole again, so the refetched records are dropped once more. Those late records
+        lead a batch back here only while they last; when the partition then goes quiet,
+        no batch would ever notice the hole again and the partition would stall at it.
+        """
+        now = time.monotonic()
+        assigned = self.app.consumer.assignment()
+        for tp, (offset, sought_at) in list(self._refetches.items()):
+            if now - sought_at < REFETCH_AGAIN_AFTER_SECONDS or self._resume_at.get(tp) != offset:
+                continue
+            if tp not in assigned:
+                del self._refetches[tp]
+                continue
+            await self._refetch(tp, offset, held_back=0)
 
     def _joinable(self, mail: MailClassified, partition: int) -> bool:
         """Whether the window table may hold ``mail``'s bundle: a bundling new-ticket
@@ -476,6 +499,8 @@ class TicketerWorker:
                 # hangs (a stuck database) stops the heartbeat and fails /livez.
                 if started is None or time.monotonic() - started < self._health.stall_after_seconds:
                     self._health.beat()
+                if self._refetches and not self.app.rebalancing:
+                    await self._refetch_unfilled_holes()
                 await asyncio.sleep(0.2)
         finally:
             await self._stop()

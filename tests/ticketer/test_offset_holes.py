@@ -135,3 +135,58 @@ def test_records_faust_withholds_are_fetched_again_and_handled(stack, unique):
         admin.delete_topics([topic])
         admin.close()
     assert ticketer.error is None, repr(ticketer.error)
+
+
+def test_a_hole_whose_refetch_is_undone_is_sought_again_when_nothing_else_arrives(stack, unique):
+    """faust's drain loop can undo a seek: records of a fetch from before it, delivered
+    after it, move its read offset past the hole again and the refetched records are
+    dropped once more. When no record arrives afterwards the worker itself must notice
+    that the hole is still there."""
+    topic = f"test.holes.undone.{unique}"
+    group = f"holes-undone-ticketer-{unique}"
+    account = f"holes-undone-{unique}"
+    admin = KafkaAdminClient(bootstrap_servers=stack.kafka_bootstrap)
+    admin.create_topics([NewTopic(topic, get_topic("mail.classified").partitions, 1)])
+    admin.close()
+    producer = KafkaProducer(bootstrap_servers=stack.kafka_bootstrap, acks="all")
+    tp = TP(topic, 0)
+    count = 20
+    undone: list[int] = []
+
+    def undo_the_first_seek(worker: TicketerWorker) -> None:
+        consumer = worker.app.consumer
+        seek = consumer.seek
+
+        async def seek_then_undo(partition, offset):
+            await seek(partition, offset)
+            if not undone:
+                undone.append(offset)
+                consumer._read_offset[partition] = count  # a late record of the old fetch
+
+        consumer.seek = seek_then_undo
+
+    ticketer = TicketerInThisProcess(TicketerSettings(group_id=group, session_timeout_seconds=6), topic)
+    try:
+        ticketer.wait_consuming(tp)
+        ticketer.call(undo_the_first_seek)
+        ticketer.call(lambda w: w.app.consumer._read_offset.__setitem__(tp, WITHHELD))
+        for i in range(count):
+            mail = classified(account, f"m{i}")
+            producer.send(topic, key=record_key(mail), value=encode_record("mail.classified", mail), partition=0)
+        producer.flush()
+        deadline = time.monotonic() + 60
+        while handled_count(stack.database_url, account) < count and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert undone == [0], "the seek to the hole was never undone: the test did not set up its case"
+        assert handled_count(stack.database_url, account) == count, "the partition stalled at the hole"
+        while committed_offsets(stack.kafka_bootstrap, group, topic).get(0) != count and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert committed_offsets(stack.kafka_bootstrap, group, topic).get(0) == count
+    finally:
+        ticketer.close()
+        producer.close()
+        delete_group_and_topics(stack.kafka_bootstrap, group)
+        admin = KafkaAdminClient(bootstrap_servers=stack.kafka_bootstrap)
+        admin.delete_topics([topic])
+        admin.close()
+    assert ticketer.error is None, repr(ticketer.error)
