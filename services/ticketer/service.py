@@ -42,7 +42,8 @@ taken before the latest rebalance are dropped for the same reason. And a commit 
 names the end of an unbroken run of handled offsets that starts at the committed offset
 (``partition_progress.py``): faust's drain loop also drops records below its last read
 offset, which can be left ahead of the position, so records that arrive past a hole are
-held back and the consumer seeks back to the hole.
+held back and the consumer seeks back to the hole, and again every few seconds while the
+hole lasts, whether or not more records arrive.
 Any exception other than an undecodable record stops the worker (non-zero exit), so the
 orchestrator restarts it rather than let it go on past a record that failed.
 
