@@ -1,27 +1,31 @@
 """Ticketer throughput on the local stack, next to a bare batched INSERT of the same rows.
 
-    .venv/bin/python bench/ticketer_throughput.py [--mails 20000] [--replicas 1] [--collector tuned|default]
+    .venv/bin/python bench/ticketer_throughput.py [--mails 20000] [--replicas 1[,2...]] [--rounds 1]
+                                                  [--collector tuned|default]
 
-Three measurements in one run, on the same PostgreSQL:
+Three kinds of measurement in one run, on the same PostgreSQL:
 
 1. **bare INSERT**: the rows the ticketer writes for a new ticket (ticket, first step,
    ledger row with its events), inserted in batches of ``max_batch`` rows per table and
    transaction, with nothing read or decided: the ceiling for this database;
 2. **new tickets**: ``--mails`` ``mail.classified`` records, each opening a ticket, through
-   the ticketer (``--replicas`` worker processes of one consumer group, Kafka,
-   PostgreSQL, ticket.events);
+   the ticketer (worker processes of one consumer group, Kafka, PostgreSQL,
+   ticket.events), once per round for each count in ``--replicas``;
 3. **50 % bundled**: the same number of records where every second one joins the ticket
-   of the one before (same sender, subject and poll cycle).
+   of the one before (same sender, subject and poll cycle), once per replica count.
 
-The bare INSERT runs before and after the ticketer and the ratio uses the mean of the
-two, since the machine's load moves during a run. The records are produced before the
-workers start, to a topic of this run (the shared
-``mail.classified`` has other consumers on a dev stack); the clock runs from the first
-handled mail to the last, so start-up and the consumer-group join are not counted.
-The owner of every ticket is an existing fallback user, so no user is created.
-Every process runs with the garbage-collector settings of ``mailintake run``
-(``--collector default``: CPython's), the bare INSERT's included; the workers' CPU time
-(user + system) is reported per new ticket.
+Every new-ticket measurement sits between two bare INSERTs and its ratio uses their
+mean, since the machine's load moves during a run; with several rounds and replica
+counts they alternate (bare, 1 replica, bare, 2 replicas, bare, ...) and the median
+ratio per replica count is reported with its range. The records are produced before the
+workers start, to a topic of this measurement (the shared ``mail.classified`` has other
+consumers on a dev stack); the clock runs from the first handled mail, or from when the
+group is stable with all its replicas if that is later, to the last, so start-up, the
+consumer-group join and the rebalances are not counted (nor the mails handled during them). The owner of every ticket is an
+existing fallback user, so no user is created. Every process runs with the
+garbage-collector settings of ``mailintake run`` (``--collector default``: CPython's),
+the bare INSERT's included; the workers' CPU time (user + system) is reported per new
+ticket.
 """
 
 from __future__ import annotations
@@ -29,8 +33,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import multiprocessing
 import multiprocessing.synchronize
+import statistics
 import sys
 import threading
 import time
@@ -162,11 +168,22 @@ def run_replica(
     asyncio.run(TicketerWorker(settings, Health(), source_topic=topic).run_until(stopping))
 
 
+def group_is_whole(admin: KafkaAdminClient, group: str, members: int) -> bool:
+    """Whether consumer group ``group`` is stable with ``members`` members: its rebalances are over."""
+    described = admin.describe_groups([group]).get(group) or {}
+    return described.get("group_state") == "Stable" and len(described.get("members") or []) == members
+
+
 def through_ticketer(
     endpoints, records: list[MailClassified], run: str, label: str, replicas: int, collector: str
-) -> tuple[float, float]:
-    """Seconds from the first to the last of ``records`` handled by ``replicas`` ticketer
-    processes, and the CPU seconds (user + system) the processes used meanwhile."""
+) -> tuple[int, float, float]:
+    """How many of ``records`` ``replicas`` ticketer processes handled in how many
+    seconds, and the CPU seconds (user + system) the processes used meanwhile.
+
+    The clock starts at the first handled mail, or later, once the consumer group is
+    stable with all its members: a replica that starts first handles mails alone until
+    the others join and the group rebalances, which is neither the rate of one replica
+    nor of all. The mails handled before that are not counted."""
     topic = f"bench.mail.classified.{run}.{label}"
     group = f"bench-{run}-{label}"
     admin = KafkaAdminClient(bootstrap_servers=endpoints.kafka_bootstrap)
@@ -188,11 +205,14 @@ def through_ticketer(
     for process in processes:
         process.start()
     try:
-        while handled(engine, account) == 0:
+        while (before := handled(engine, account)) == 0 or not group_is_whole(admin, group, replicas):
             time.sleep(0.01)
         started, cpu_started = time.monotonic(), sum(cpu_seconds(p.pid) for p in processes)
+        if before > len(records) // 2:
+            raise SystemExit(f"{before} of {len(records)} mails were handled before the group was whole: raise --mails")
         wait_until_handled(engine, account, len(records))
-        return time.monotonic() - started, sum(cpu_seconds(p.pid) for p in processes) - cpu_started
+        seconds = time.monotonic() - started
+        return len(records) - before, seconds, sum(cpu_seconds(p.pid) for p in processes) - cpu_started
     finally:
         stop.set()
         for process in processes:
@@ -202,10 +222,23 @@ def through_ticketer(
         admin.close()
 
 
+def replica_counts(text: str) -> list[int]:
+    counts = [int(part) for part in text.split(",") if part.strip()]
+    if not counts or min(counts) < 1:
+        raise argparse.ArgumentTypeError(f"--replicas wants counts of 1 or more, comma-separated, not {text!r}")
+    return counts
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--mails", type=int, default=20000, help="records per measurement")
-    parser.add_argument("--replicas", type=int, default=1, help="ticketer processes in one consumer group")
+    parser.add_argument(
+        "--replicas",
+        type=replica_counts,
+        default=[1],
+        help="ticketer processes in one consumer group; several counts (1,2) are measured in turn, each round",
+    )
+    parser.add_argument("--rounds", type=int, default=1, help="rounds of (bare INSERT, ticketer) per replica count")
     parser.add_argument(
         "--collector",
         choices=["tuned", "default"],
@@ -220,6 +253,9 @@ def main() -> None:
     from mailintake.runtime.logs import configure_logging
 
     configure_logging("bench", "WARNING")
+    # describe_groups cannot decode the metadata of faust's own assignor and warns about it
+    # at every look; the group state and members it needs are decoded all the same.
+    logging.getLogger("kafka.admin").setLevel(logging.ERROR)
     if args.collector == "tuned":
         tune_for_streaming()  # the bare INSERT runs under the same collector settings as the workers
     engine = engine_for(endpoints.database_url)
@@ -227,39 +263,54 @@ def main() -> None:
     with engine.begin() as connection:
         fallback_id = connection.scalar(insert(User).values(login=f"bench-{run}", email=f"bench-{run}@bench.test").returning(User.id))
 
-    baseline = mails(f"{run}b", args.mails, bundled=False)
-    baseline_after = mails(f"{run}a", args.mails, bundled=False)
-    started = time.monotonic()
-    for start in range(0, len(baseline), settings.max_batch):
-        bare_insert(engine, baseline[start : start + settings.max_batch], fallback_id)
-    bare_seconds = time.monotonic() - started
+    bare_runs = 0
 
-    new_seconds, new_cpu = through_ticketer(endpoints, mails(run, args.mails, bundled=False), run, "new", args.replicas, args.collector)
-    bundled_seconds, _ = through_ticketer(endpoints, mails(run, args.mails, bundled=True), run, "bundled", args.replicas, args.collector)
-    # The baseline again after the ticketer runs: the machine is shared, its load moves.
-    started = time.monotonic()
-    for start in range(0, len(baseline_after), settings.max_batch):
-        bare_insert(engine, baseline_after[start : start + settings.max_batch], fallback_id)
-    bare_seconds_after = time.monotonic() - started
+    def bare_rate() -> float:
+        nonlocal bare_runs
+        bare_runs += 1
+        baseline = mails(f"{run}b{bare_runs}", args.mails, bundled=False)
+        started = time.monotonic()
+        for start in range(0, len(baseline), settings.max_batch):
+            bare_insert(engine, baseline[start : start + settings.max_batch], fallback_id)
+        return args.mails / (time.monotonic() - started)
 
-    bare_rate = args.mails / ((bare_seconds + bare_seconds_after) / 2)
-    new_rate = args.mails / new_seconds
     print(f"mails per measurement: {args.mails}, batch: {settings.max_batch}, ticketer replicas: {args.replicas}")
-    print(
-        f"bare batched INSERT:  {bare_rate:8.0f} tickets/s  (before {args.mails / bare_seconds:.0f}, "
-        f"after {args.mails / bare_seconds_after:.0f})"
-    )
-    print(
-        f"ticketer, new:        {new_rate:8.0f} tickets/s  (ratio to bare INSERT {new_rate / bare_rate:.2f}; "
-        f"worker CPU {new_cpu / args.mails * 1e6:.0f} us per ticket)"
-    )
-    print(
-        f"ticketer, 50% bundled:{args.mails / bundled_seconds:8.0f} mails/s, "
-        f"{args.mails / 2 / bundled_seconds:.0f} tickets/s + {args.mails / 2 / bundled_seconds:.0f} steps/s"
-    )
-    print(json.dumps({"bare_tickets_per_s": round(bare_rate), "new_tickets_per_s": round(new_rate),
-                      "ratio": round(new_rate / bare_rate, 3),
-                      "worker_cpu_us_per_ticket": round(new_cpu / args.mails * 1e6), "bundled_mails_per_s": round(args.mails / bundled_seconds)}))
+    print(f"{'round':>5} {'replicas':>8} {'counted':>7} {'bare INSERT/s':>13} {'tickets/s':>9} {'ratio':>6} {'worker CPU us/ticket':>20}")
+    # Each ticketer measurement sits between two bare INSERTs and is divided by their
+    # mean, since the machine's load moves during a run.
+    results: dict[int, list[tuple[float, float, float]]] = {count: [] for count in args.replicas}
+    bare_before = bare_rate()
+    for round_number in range(1, args.rounds + 1):
+        for count in args.replicas:
+            label = f"new{round_number}x{count}"
+            measured, seconds, cpu = through_ticketer(
+                endpoints, mails(f"{run}{label}", args.mails, bundled=False), run, label, count, args.collector
+            )
+            bare_after = bare_rate()
+            bare, rate = (bare_before + bare_after) / 2, measured / seconds
+            results[count].append((rate / bare, rate, cpu / measured * 1e6))
+            print(f"{round_number:>5} {count:>8} {measured:>7} {bare:>13.0f} {rate:>9.0f} {rate / bare:>6.2f} {cpu / measured * 1e6:>20.0f}")
+            bare_before = bare_after
+    summary = {}
+    for count in args.replicas:
+        measured, seconds, _ = through_ticketer(
+            endpoints, mails(f"{run}bundled{count}", args.mails, bundled=True), run, f"bundled{count}", count, args.collector
+        )
+        bundled_rate = measured / seconds
+        ratios = sorted(r for r, _, _ in results[count])
+        summary[count] = {
+            "ratio_median": round(statistics.median(ratios), 3),
+            "ratio_range": [round(ratios[0], 3), round(ratios[-1], 3)],
+            "new_tickets_per_s_median": round(statistics.median(r for _, r, _ in results[count])),
+            "worker_cpu_us_per_ticket_median": round(statistics.median(c for _, _, c in results[count])),
+            "bundled_mails_per_s": round(bundled_rate),
+        }
+        print(
+            f"replicas {count}: ratio to bare INSERT median {summary[count]['ratio_median']:.2f} "
+            f"({ratios[0]:.2f}-{ratios[-1]:.2f} over {len(ratios)} rounds); 50% bundled: "
+            f"{bundled_rate:.0f} mails/s, {bundled_rate / 2:.0f} tickets/s + {bundled_rate / 2:.0f} steps/s"
+        )
+    print(json.dumps({str(count): values for count, values in summary.items()}))
 
 
 if __name__ == "__main__":
