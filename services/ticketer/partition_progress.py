@@ -7,7 +7,8 @@ left ahead of the position after a rebalance or seek makes it drop records that 
 never handled. A batch that starts past the committed offset, or has a hole, must
 therefore not be committed past the hole, whatever faust did to cause it. These
 functions decide that from offsets alone; ``service.py`` asks the broker for the
-committed offset and seeks back to the hole so the missing records are fetched again.
+committed offset and seeks back to the hole so the missing records are fetched again, and
+:class:`HoleRefetch` says when to seek there again if that refetch was undone.
 """
 
 from __future__ import annotations
@@ -61,3 +62,38 @@ def plan_partition(offsets: Iterable[int], committed: int | None) -> PartitionPl
         refetch_from=run_end if held_back else None,
         held_back=held_back,
     )
+
+
+# Records past a hole that arrive after the seek back to it are records of a fetch from
+# before the seek; in faust's drain loop each of them undoes the seek (see HoleRefetch).
+# Once they have stopped for this long, a seek again sticks.
+QUIET_AFTER_LATE_RECORDS_SECONDS = 0.5
+# A hole still there this long after a seek back to it is sought again in any case.
+REFETCH_AGAIN_AFTER_SECONDS = 5.0
+
+
+@dataclass
+class HoleRefetch:
+    """A seek back to a hole in one partition, and when to seek there again.
+
+    faust's drain loop drops a record below its last read offset. A seek sets that offset
+    back to the hole, but records of a fetch from before the seek may still be on their
+    way through the loop, and each moves the offset past the hole again: the refetched
+    records are then dropped once more. Those late records reach the handler, past the
+    hole; when they have stopped coming, a seek again sticks. Without them the refetch
+    is given :data:`REFETCH_AGAIN_AFTER_SECONDS` (it can queue behind a full stream buffer).
+    """
+
+    offset: int
+    sought_at: float
+    late_at: float | None = None
+
+    def note_records_past(self, now: float) -> None:
+        """Records past the hole arrived after the seek."""
+        self.late_at = now
+
+    def due(self, now: float) -> bool:
+        """Whether to seek to the hole again, if it is still unfilled."""
+        if self.late_at is not None and now - self.late_at >= QUIET_AFTER_LATE_RECORDS_SECONDS:
+            return True
+        return now - self.sought_at >= REFETCH_AGAIN_AFTER_SECONDS

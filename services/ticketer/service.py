@@ -84,7 +84,7 @@ from mailintake.runtime.stream_processor import (
     dead_letter,
 )
 from services.ticketer.bundle_join import TABLE_NAME, BundleJoin, BundleTable, PollCycleWindow, bundle_partition
-from services.ticketer.partition_progress import plan_partition
+from services.ticketer.partition_progress import HoleRefetch, plan_partition
 from services.ticketer.settings import TicketerSettings
 from services.ticketer.store import BatchItem, HandledMail, TicketStore
 
@@ -106,9 +106,6 @@ MAX_REQUEST_BYTES = 2 * 1024 * 1024 + 256 * 1024
 # the database thread encodes parameters; at 0.5 ms the ticketer measured about twice
 # the throughput (bench/ticketer_throughput.py).
 GIL_SWITCH_INTERVAL_SECONDS = 0.0005
-
-# A hole still there this long after a seek back to it is sought again.
-REFETCH_AGAIN_AFTER_SECONDS = 5.0
 
 HELD_BACK = Counter(
     "mailintake_ticketer_held_back_total",
@@ -191,7 +188,7 @@ class TicketerWorker:
         # Per partition: where the next batch continues (the broker's committed offset,
         # then the end of each batch handled); and the last refetch (offset, when) for a hole.
         self._resume_at: dict[Any, int] = {}
-        self._refetches: dict[Any, tuple[int, float]] = {}
+        self._refetches: dict[Any, HoleRefetch] = {}
         self._db = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ticketer-db")
         self._dlq_limit = DlqLimit(max_ratio=settings.max_dlq_ratio)
         self._batch_lock = asyncio.Lock()
@@ -364,7 +361,7 @@ class TicketerWorker:
                 # The next batch continues here, even before this one is committed.
                 self._resume_at[tp] = plan.commit
                 sought = self._refetches.get(tp)
-                if sought is not None and sought[0] < plan.commit:
+                if sought is not None and sought.offset < plan.commit:
                     del self._refetches[tp]  # the hole is filled
             if plan.refetch_from is not None:
                 HELD_BACK.inc(plan.held_back)
@@ -384,35 +381,37 @@ class TicketerWorker:
 
     async def _refetch(self, tp: Any, offset: int, held_back: int) -> None:
         # Records past the hole that were fetched before the seek still arrive for a
-        # while; seeking again for each of them would only refetch the same range. A hole
-        # that outlives the refetch is sought again, by the next batch or by
-        # :meth:`_refetch_unfilled_holes`.
+        # while; seeking again for each of them would be undone like the first seek
+        # (``HoleRefetch``). The hole is sought again once they stop, by the next batch or
+        # by :meth:`_refetch_unfilled_holes`.
         last = self._refetches.get(tp)
         now = time.monotonic()
-        if last is not None and last[0] == offset and now - last[1] < REFETCH_AGAIN_AFTER_SECONDS:
-            return
-        self._refetches[tp] = (offset, now)
+        if last is not None and last.offset == offset:
+            if held_back:
+                last.note_records_past(now)
+            if not last.due(now):
+                return
+        self._refetches[tp] = HoleRefetch(offset, now)
         log.warning("ticketer.offset_hole", topic=tp.topic, partition=tp.partition, refetch_from=offset, held_back=held_back)
         await self.app.consumer.seek(tp, offset)
 
     async def _refetch_unfilled_holes(self) -> None:
         """Seek again to every hole that a refetch has not filled in time.
 
-        A seek can be undone at once: faust's drain loop may still be delivering records
-        of a fetch from before the seek, and each of them moves its read offset past the
-        hole again, so the refetched records are dropped once more. Those late records
-        lead a batch back here only while they last; when the partition then goes quiet,
-        no batch would ever notice the hole again and the partition would stall at it.
+        A seek can be undone (``HoleRefetch``) by the records of a fetch from before it.
+        Those late records lead a batch back to the hole only while they last; when the
+        partition then goes quiet, no batch would notice the hole again and the
+        partition would stall at it.
         """
         now = time.monotonic()
         assigned = self.app.consumer.assignment()
-        for tp, (offset, sought_at) in list(self._refetches.items()):
-            if now - sought_at < REFETCH_AGAIN_AFTER_SECONDS or self._resume_at.get(tp) != offset:
+        for tp, sought in list(self._refetches.items()):
+            if not sought.due(now) or self._resume_at.get(tp) != sought.offset:
                 continue
             if tp not in assigned:
                 del self._refetches[tp]
                 continue
-            await self._refetch(tp, offset, held_back=0)
+            await self._refetch(tp, sought.offset, held_back=0)
 
     def _joinable(self, mail: MailClassified, partition: int) -> bool:
         """Whether the window table may hold ``mail``'s bundle: a bundling new-ticket

@@ -1,11 +1,16 @@
-"""The commit plan per partition: never past a hole, replays kept, duplicates once."""
+"""The commit plan per partition: never past a hole, replays kept, duplicates once; and when to seek to a hole again."""
 
 from __future__ import annotations
 
 from hypothesis import given
 from hypothesis import strategies as st
 
-from services.ticketer.partition_progress import plan_partition
+from services.ticketer.partition_progress import (
+    QUIET_AFTER_LATE_RECORDS_SECONDS,
+    REFETCH_AGAIN_AFTER_SECONDS,
+    HoleRefetch,
+    plan_partition,
+)
 
 
 def test_a_run_from_the_committed_offset_is_handled_and_committed():
@@ -50,3 +55,20 @@ def test_the_commit_never_passes_an_offset_that_was_not_handled(offsets, committ
         assert set(range(start, plan.commit)) <= set(plan.handle)
         assert plan.commit > start
     assert plan.held_back == sum(1 for o in set(offsets) if o not in plan.handle)
+
+
+def test_a_refetch_is_given_time_when_no_late_records_come():
+    sought = HoleRefetch(offset=57, sought_at=100.0)
+    assert not sought.due(100.0 + QUIET_AFTER_LATE_RECORDS_SECONDS + 0.1)
+    assert not sought.due(100.0 + REFETCH_AGAIN_AFTER_SECONDS - 0.1)
+    assert sought.due(100.0 + REFETCH_AGAIN_AFTER_SECONDS)
+
+
+def test_a_hole_is_sought_again_once_late_records_past_it_have_stopped():
+    sought = HoleRefetch(offset=57, sought_at=100.0)
+    sought.note_records_past(100.2)
+    assert not sought.due(100.2 + QUIET_AFTER_LATE_RECORDS_SECONDS - 0.1), "late records may still be coming"
+    sought.note_records_past(100.6)
+    assert not sought.due(100.2 + QUIET_AFTER_LATE_RECORDS_SECONDS + 0.1), "the latest late record counts"
+    assert sought.due(100.6 + QUIET_AFTER_LATE_RECORDS_SECONDS)
+    assert 100.6 + QUIET_AFTER_LATE_RECORDS_SECONDS < 100.0 + REFETCH_AGAIN_AFTER_SECONDS
