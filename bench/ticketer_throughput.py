@@ -151,9 +151,19 @@ def wait_until_handled(engine, account_id: str, count: int) -> None:
 
 
 def run_replica(
-    bootstrap: str, database_url: str, group: str, topic: str, stop: multiprocessing.synchronize.Event, collector: str
+    bootstrap: str,
+    database_url: str,
+    group: str,
+    topic: str,
+    start: multiprocessing.synchronize.Barrier,
+    stop: multiprocessing.synchronize.Event,
+    collector: str,
 ) -> None:
-    """One ticketer replica (a process of its own, as in production) until ``stop`` is set."""
+    """One ticketer replica (a process of its own, as in production) until ``stop`` is set.
+
+    The replicas pass ``start`` together, after their imports, so that they join the
+    consumer group at about the same time rather than one handling mails alone for the
+    seconds another still spends importing."""
     from mailintake.runtime.logs import configure_logging
 
     configure_logging("bench", "WARNING")
@@ -165,6 +175,7 @@ def run_replica(
     )
     stopping = threading.Event()
     threading.Thread(target=lambda: (stop.wait(), stopping.set()), daemon=True).start()
+    start.wait(120)
     asyncio.run(TicketerWorker(settings, Health(), source_topic=topic).run_until(stopping))
 
 
@@ -197,9 +208,9 @@ def through_ticketer(
     engine = engine_for(endpoints.database_url)
     account = records[0].account_id
     spawn = multiprocessing.get_context("spawn")
-    stop = spawn.Event()
+    start, stop = spawn.Barrier(replicas), spawn.Event()
     processes = [
-        spawn.Process(target=run_replica, args=(endpoints.kafka_bootstrap, endpoints.database_url, group, topic, stop, collector))
+        spawn.Process(target=run_replica, args=(endpoints.kafka_bootstrap, endpoints.database_url, group, topic, start, stop, collector))
         for _ in range(replicas)
     ]
     for process in processes:

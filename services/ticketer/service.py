@@ -67,7 +67,7 @@ from typing import Any
 
 import faust
 import structlog
-from aiokafka import TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from prometheus_client import Counter
 
 from mailintake.contracts import InvalidMessage, get_topic, record_key
@@ -190,6 +190,7 @@ class TicketerWorker:
         self._resume_at: dict[Any, int] = {}
         self._refetches: dict[Any, HoleRefetch] = {}
         self._db = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ticketer-db")
+        self._offsets: AIOKafkaConsumer | None = None
         self._dlq_limit = DlqLimit(max_ratio=settings.max_dlq_ratio)
         self._batch_lock = asyncio.Lock()
         # One batch may wait while one is handled; a full queue holds the agent (back-pressure).
@@ -371,13 +372,33 @@ class TicketerWorker:
     async def _broker_committed_offset(self, tp: Any) -> int:
         """Where the group resumes ``tp``: its committed offset or, for a group that never
         committed it, the log start (the consumer's reset policy is "earliest")."""
-        thread = self.app.consumer._thread
-        consumer = thread._ensure_consumer()
+        reader = await self._offsets_reader()
         partition = TopicPartition(tp.topic, tp.partition)
-        committed = await thread.call_thread(consumer.committed, partition)
+        committed = await reader.committed(partition)
         if committed is None:
-            committed = (await thread.call_thread(consumer.beginning_offsets, [partition]))[partition]
+            committed = (await reader.beginning_offsets([partition]))[partition]
         return committed
+
+    async def _offsets_reader(self) -> AIOKafkaConsumer:
+        """A Kafka client of the worker's own, on its event loop, for reading offsets.
+
+        Not faust's consumer: its thread runs one call at a time, and during a rebalance it
+        is inside the revoke callback, which waits for the batch in flight; a batch that
+        asked that thread for an offset then waited for the callback, and the rebalance
+        for the batch, until the callback gave up (half a session timeout, every time a
+        replica joined). This client is in the group's name but never subscribes, so it
+        reads the group's offsets without joining it.
+        """
+        if self._offsets is None:
+            reader = AIOKafkaConsumer(
+                bootstrap_servers=[server.strip() for server in self._settings.kafka_bootstrap_servers.split(",")],
+                group_id=self._settings.group_id,
+                enable_auto_commit=False,
+                client_id=f"{self._settings.group_id}-offsets",
+            )
+            await reader.start()
+            self._offsets = reader
+        return self._offsets
 
     async def _refetch(self, tp: Any, offset: int, held_back: int) -> None:
         # Records past the hole that were fetched before the seek still arrive for a
@@ -520,6 +541,8 @@ class TicketerWorker:
             self._batches_task.cancel()
         await self.app.stop()
         self._db.shutdown(wait=True)
+        if self._offsets is not None:
+            await self._offsets.stop()
         self._datadir.cleanup()
         log.info("processor.stopped", topic=self.source_topic)
 

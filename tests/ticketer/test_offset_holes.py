@@ -190,3 +190,59 @@ def test_a_hole_whose_refetch_is_undone_is_sought_again_when_nothing_else_arrive
         admin.delete_topics([topic])
         admin.close()
     assert ticketer.error is None, repr(ticketer.error)
+
+
+def test_offsets_are_read_while_fausts_consumer_thread_is_busy(stack, unique):
+    """During a rebalance faust's consumer thread sits in the revoke callback, which waits
+    for the batch in flight; a batch that asked that thread for its committed offset
+    waited for the callback in turn. Here the thread is held busy the same way, until the
+    look-up has returned (or failed after 20 s)."""
+    topic = f"test.offsets.busy.{unique}"
+    group = f"offsets-busy-ticketer-{unique}"
+    admin = KafkaAdminClient(bootstrap_servers=stack.kafka_bootstrap)
+    admin.create_topics([NewTopic(topic, get_topic("mail.classified").partitions, 1)])
+    admin.close()
+    producer = KafkaProducer(bootstrap_servers=stack.kafka_bootstrap, acks="all")
+    account = f"offsets-busy-{unique}"
+    for i in range(3):
+        mail = classified(account, f"m{i}")
+        producer.send(topic, key=record_key(mail), value=encode_record("mail.classified", mail), partition=0)
+    producer.flush()
+    producer.close()
+    tp = TP(topic, 0)
+    ticketer = TicketerInThisProcess(TicketerSettings(group_id=group, session_timeout_seconds=6), topic)
+    try:
+        ticketer.wait_consuming(tp)
+        deadline = time.monotonic() + 60
+        while committed_offsets(stack.kafka_bootstrap, group, topic).get(0) != 3 and time.monotonic() < deadline:
+            time.sleep(0.2)
+
+        async def look_up_while_the_thread_is_held():
+            worker = ticketer.worker
+            released = threading.Event()
+
+            async def hold() -> None:
+                while not released.is_set():
+                    await asyncio.sleep(0.05)
+
+            # Every worker of the thread's method queue, as the revoke callback and a
+            # long poll for records hold them during a rebalance.
+            thread = worker.app.consumer._thread
+            held = [asyncio.ensure_future(thread.call_thread(hold)) for _ in range(thread.method_queue.num_workers)]
+            await asyncio.sleep(0.3)
+            try:
+                return await asyncio.wait_for(worker._broker_committed_offset(tp), 20)
+            finally:
+                released.set()
+                await asyncio.gather(*held)
+
+        assert ticketer.loop is not None
+        offset = asyncio.run_coroutine_threadsafe(look_up_while_the_thread_is_held(), ticketer.loop).result(60)
+        assert offset == 3
+    finally:
+        ticketer.close()
+        delete_group_and_topics(stack.kafka_bootstrap, group)
+        admin = KafkaAdminClient(bootstrap_servers=stack.kafka_bootstrap)
+        admin.delete_topics([topic])
+        admin.close()
+    assert ticketer.error is None, repr(ticketer.error)
