@@ -17,12 +17,12 @@ Three kinds of measurement in one run, on the same PostgreSQL:
 Every new-ticket measurement sits between two bare INSERTs and its ratio uses their
 mean, since the machine's load moves during a run; with several rounds and replica
 counts they alternate (bare, 1 replica, bare, 2 replicas, bare, ...) and the median
-ratio per replica count is reported with its range. The records are produced before the
-workers start, to a topic of this measurement (the shared ``mail.classified`` has other
-consumers on a dev stack); the clock runs from the first handled mail, or from when the
-group is stable with all its replicas if that is later, to the last, so start-up, the
-consumer-group join and the rebalances are not counted (nor the mails handled during them). The owner of every ticket is an
-existing fallback user, so no user is created. Every process runs with the
+ratio per replica count is reported with its range. The records go to a topic of this
+measurement (the shared ``mail.classified`` has other consumers on a dev stack),
+produced once the workers' consumer group is stable with all its replicas; the clock runs
+from the first handled mail to the last, so start-up, the consumer-group join and its
+rebalances are not counted. The owner of every ticket is an existing fallback user, so
+no user is created. Every process runs with the
 garbage-collector settings of ``mailintake run`` (``--collector default``: CPython's),
 the bare INSERT's included; the workers' CPU time (user + system) is reported per new
 ticket.
@@ -187,23 +187,20 @@ def group_is_whole(admin: KafkaAdminClient, group: str, members: int) -> bool:
 
 def through_ticketer(
     endpoints, records: list[MailClassified], run: str, label: str, replicas: int, collector: str
-) -> tuple[int, float, float]:
-    """How many of ``records`` ``replicas`` ticketer processes handled in how many
-    seconds, and the CPU seconds (user + system) the processes used meanwhile.
+) -> tuple[float, float]:
+    """Seconds from the first to the last of ``records`` handled by ``replicas`` ticketer
+    processes, and the CPU seconds (user + system) the processes used meanwhile.
 
-    The clock starts at the first handled mail, or later, once the consumer group is
-    stable with all its members: a replica that starts first handles mails alone until
-    the others join and the group rebalances, which is neither the rate of one replica
-    nor of all. The mails handled before that are not counted."""
+    The records are produced once the consumer group is stable with all its replicas:
+    produced before, the replica that joins first handles mails alone until the others
+    join and the group rebalances (a heartbeat interval later), which is neither the
+    rate of one replica nor of all. The producer then shares the machine with the
+    workers for the first second or so, which counts against them."""
     topic = f"bench.mail.classified.{run}.{label}"
     group = f"bench-{run}-{label}"
     admin = KafkaAdminClient(bootstrap_servers=endpoints.kafka_bootstrap)
     admin.create_topics([NewTopic(topic, get_topic("mail.classified").partitions, 1)])
-    producer = KafkaProducer(bootstrap_servers=endpoints.kafka_bootstrap, acks="all", linger_ms=20, batch_size=256 * 1024)
-    for mail in records:
-        producer.send(topic, key=record_key(mail), value=encode_record("mail.classified", mail))
-    producer.flush()
-    producer.close()
+    encoded = [(record_key(mail), encode_record("mail.classified", mail)) for mail in records]
 
     engine = engine_for(endpoints.database_url)
     account = records[0].account_id
@@ -215,22 +212,37 @@ def through_ticketer(
     ]
     for process in processes:
         process.start()
+    producer = KafkaProducer(bootstrap_servers=endpoints.kafka_bootstrap, acks="all", linger_ms=20, batch_size=256 * 1024)
     try:
-        while (before := handled(engine, account)) == 0 or not group_is_whole(admin, group, replicas):
-            time.sleep(0.01)
-        started, cpu_started = time.monotonic(), sum(cpu_seconds(p.pid) for p in processes)
-        if before > len(records) // 2:
-            raise SystemExit(f"{before} of {len(records)} mails were handled before the group was whole: raise --mails")
+        deadline = time.monotonic() + STALL_SECONDS
+        while not group_is_whole(admin, group, replicas):
+            if time.monotonic() > deadline or not all(p.is_alive() for p in processes):
+                raise SystemExit(f"consumer group {group} never became stable with {replicas} members")
+            time.sleep(0.05)
+        cpu_started = sum(cpu_seconds(p.pid) for p in processes)
+        for key, value in encoded:
+            producer.send(topic, key=key, value=value)
+        producer.flush()
         wait_until_handled(engine, account, len(records))
-        seconds = time.monotonic() - started
-        return len(records) - before, seconds, sum(cpu_seconds(p.pid) for p in processes) - cpu_started
+        finished = time.time()
+        return finished - first_handled_at(engine, account), sum(cpu_seconds(p.pid) for p in processes) - cpu_started
     finally:
+        producer.close()
         stop.set()
         for process in processes:
             process.join(60)
         # The run's topic and what faust created for the run's group (changelog, assignor).
         admin.delete_topics([t for t in admin.list_topics() if t == topic or t.startswith(f"{group}-")])
         admin.close()
+
+
+def first_handled_at(engine, account_id: str) -> float:
+    """When the first mail of ``account_id`` was handled (epoch seconds): the start of the
+    transaction that wrote its ledger row, a little before its commit."""
+    with engine.connect() as connection:
+        return connection.scalar(
+            select(func.min(ProcessedMail.processed_at)).where(ProcessedMail.account_id == account_id)
+        ).timestamp()
 
 
 def replica_counts(text: str) -> list[int]:
@@ -286,7 +298,7 @@ def main() -> None:
         return args.mails / (time.monotonic() - started)
 
     print(f"mails per measurement: {args.mails}, batch: {settings.max_batch}, ticketer replicas: {args.replicas}")
-    print(f"{'round':>5} {'replicas':>8} {'counted':>7} {'bare INSERT/s':>13} {'tickets/s':>9} {'ratio':>6} {'worker CPU us/ticket':>20}")
+    print(f"{'round':>5} {'replicas':>8} {'bare INSERT/s':>13} {'tickets/s':>9} {'ratio':>6} {'worker CPU us/ticket':>20}")
     # Each ticketer measurement sits between two bare INSERTs and is divided by their
     # mean, since the machine's load moves during a run.
     results: dict[int, list[tuple[float, float, float]]] = {count: [] for count in args.replicas}
@@ -294,20 +306,20 @@ def main() -> None:
     for round_number in range(1, args.rounds + 1):
         for count in args.replicas:
             label = f"new{round_number}x{count}"
-            measured, seconds, cpu = through_ticketer(
+            seconds, cpu = through_ticketer(
                 endpoints, mails(f"{run}{label}", args.mails, bundled=False), run, label, count, args.collector
             )
             bare_after = bare_rate()
-            bare, rate = (bare_before + bare_after) / 2, measured / seconds
-            results[count].append((rate / bare, rate, cpu / measured * 1e6))
-            print(f"{round_number:>5} {count:>8} {measured:>7} {bare:>13.0f} {rate:>9.0f} {rate / bare:>6.2f} {cpu / measured * 1e6:>20.0f}")
+            bare, rate = (bare_before + bare_after) / 2, args.mails / seconds
+            results[count].append((rate / bare, rate, cpu / args.mails * 1e6))
+            print(f"{round_number:>5} {count:>8} {bare:>13.0f} {rate:>9.0f} {rate / bare:>6.2f} {cpu / args.mails * 1e6:>20.0f}")
             bare_before = bare_after
     summary = {}
     for count in args.replicas:
-        measured, seconds, _ = through_ticketer(
+        seconds, _ = through_ticketer(
             endpoints, mails(f"{run}bundled{count}", args.mails, bundled=True), run, f"bundled{count}", count, args.collector
         )
-        bundled_rate = measured / seconds
+        bundled_rate = args.mails / seconds
         ratios = sorted(r for r, _, _ in results[count])
         summary[count] = {
             "ratio_median": round(statistics.median(ratios), 3),
