@@ -7,15 +7,18 @@ Three kinds of measurement in one run, on the same PostgreSQL:
 
 1. **bare INSERT**: the rows the ticketer writes for a new ticket (ticket, first step,
    ledger row with its events), inserted in batches of ``max_batch`` rows per table and
-   transaction, with nothing read or decided: the ceiling for this database;
+   transaction, with nothing read or decided: the ceiling for this database. It runs in
+   as many client processes at once as the ticketer measurement beside it has replicas
+   (each replica writes through a connection of its own; two clients insert about a
+   third more per second than one here);
 2. **new tickets**: ``--mails`` ``mail.classified`` records, each opening a ticket, through
    the ticketer (worker processes of one consumer group, Kafka, PostgreSQL,
    ticket.events), once per round for each count in ``--replicas``;
 3. **50 % bundled**: the same number of records where every second one joins the ticket
    of the one before (same sender, subject and poll cycle), once per replica count.
 
-Every new-ticket measurement sits between two bare INSERTs and its ratio uses their
-mean, since the machine's load moves during a run; with several rounds and replica
+Every new-ticket measurement sits between two bare INSERTs (with as many clients) and
+its ratio uses their mean, since the machine's load moves during a run; with several rounds and replica
 counts they alternate (bare, 1 replica, bare, 2 replicas, bare, ...) and the median
 ratio per replica count is reported with its range. The records go to a topic of this
 measurement (the shared ``mail.classified`` has other consumers on a dev stack),
@@ -127,6 +130,46 @@ def bare_insert(engine, batch: list[MailClassified], fallback_user_id: int) -> N
         connection.execute(insert(Ticket), tickets)
         connection.execute(insert(TicketStep), steps)
         connection.execute(insert(ProcessedMail), ledger)
+
+
+def bare_insert_client(
+    database_url: str, account_tag: str, count: int, batch: int, fallback_user_id: int, collector: str,
+    start: multiprocessing.synchronize.Barrier, seconds: multiprocessing.Queue,
+) -> None:
+    """One client of :func:`bare_insert_rate`: ``count`` new tickets in batches, timed
+    from the moment all clients pass ``start``."""
+    if collector == "tuned":
+        tune_for_streaming()
+    engine = engine_for(database_url)
+    records = mails(account_tag, count, bundled=False)
+    start.wait(120)
+    started = time.monotonic()
+    for first in range(0, count, batch):
+        bare_insert(engine, records[first : first + batch], fallback_user_id)
+    seconds.put(time.monotonic() - started)
+
+
+def bare_insert_rate(
+    database_url: str, run: str, count: int, batch: int, clients: int, fallback_user_id: int, collector: str
+) -> float:
+    """Tickets per second of :func:`bare_insert` from ``clients`` processes at once, each
+    with its share of ``count``: the limit for as many ticketer replicas, each of which
+    writes through a connection of its own."""
+    spawn = multiprocessing.get_context("spawn")
+    start, seconds = spawn.Barrier(clients), spawn.Queue()
+    processes = [
+        spawn.Process(
+            target=bare_insert_client,
+            args=(database_url, f"{run}c{client}", count // clients, batch, fallback_user_id, collector, start, seconds),
+        )
+        for client in range(clients)
+    ]
+    for process in processes:
+        process.start()
+    slowest = max(seconds.get(timeout=STALL_SECONDS) for _ in processes)
+    for process in processes:
+        process.join(60)
+    return count // clients * clients / slowest
 
 
 def handled(engine, account_id: str) -> int:
@@ -279,8 +322,6 @@ def main() -> None:
     # describe_groups cannot decode the metadata of faust's own assignor and warns about it
     # at every look; the group state and members it needs are decoded all the same.
     logging.getLogger("kafka.admin").setLevel(logging.ERROR)
-    if args.collector == "tuned":
-        tune_for_streaming()  # the bare INSERT runs under the same collector settings as the workers
     engine = engine_for(endpoints.database_url)
     run = uuid.uuid4().hex[:8]
     with engine.begin() as connection:
@@ -288,32 +329,29 @@ def main() -> None:
 
     bare_runs = 0
 
-    def bare_rate() -> float:
+    def bare_rate(clients: int) -> float:
         nonlocal bare_runs
         bare_runs += 1
-        baseline = mails(f"{run}b{bare_runs}", args.mails, bundled=False)
-        started = time.monotonic()
-        for start in range(0, len(baseline), settings.max_batch):
-            bare_insert(engine, baseline[start : start + settings.max_batch], fallback_id)
-        return args.mails / (time.monotonic() - started)
+        return bare_insert_rate(
+            endpoints.database_url, f"{run}b{bare_runs}", args.mails, settings.max_batch, clients, fallback_id, args.collector
+        )
 
     print(f"mails per measurement: {args.mails}, batch: {settings.max_batch}, ticketer replicas: {args.replicas}")
     print(f"{'round':>5} {'replicas':>8} {'bare INSERT/s':>13} {'tickets/s':>9} {'ratio':>6} {'worker CPU us/ticket':>20}")
-    # Each ticketer measurement sits between two bare INSERTs and is divided by their
-    # mean, since the machine's load moves during a run.
+    # Each ticketer measurement sits between two bare INSERTs with as many clients as it
+    # has replicas and is divided by their mean, since the machine's load moves.
     results: dict[int, list[tuple[float, float, float]]] = {count: [] for count in args.replicas}
-    bare_before = bare_rate()
     for round_number in range(1, args.rounds + 1):
         for count in args.replicas:
             label = f"new{round_number}x{count}"
+            bare_before = bare_rate(count)
             seconds, cpu = through_ticketer(
                 endpoints, mails(f"{run}{label}", args.mails, bundled=False), run, label, count, args.collector
             )
-            bare_after = bare_rate()
+            bare_after = bare_rate(count)
             bare, rate = (bare_before + bare_after) / 2, args.mails / seconds
             results[count].append((rate / bare, rate, cpu / args.mails * 1e6))
             print(f"{round_number:>5} {count:>8} {bare:>13.0f} {rate:>9.0f} {rate / bare:>6.2f} {cpu / args.mails * 1e6:>20.0f}")
-            bare_before = bare_after
     summary = {}
     for count in args.replicas:
         seconds, _ = through_ticketer(
