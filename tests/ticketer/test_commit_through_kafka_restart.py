@@ -15,16 +15,13 @@ import time
 
 import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
-from kafka.admin import KafkaAdminClient, NewTopic
 
-from mailintake.contracts import get_topic, record_key
-from mailintake.contracts.records import encode_record
+from mailintake.contracts import get_topic
 from mailintake.stack import Stack
 from services.ticketer.settings import TicketerSettings
 from tests.stack_faults import stop
-from tests.ticketer.mails import classified
-from tests.ticketer.running_ticketer import committed_offsets, delete_group_and_topics, handled_count
-from tests.ticketer.test_offset_holes import TicketerInThisProcess
+from tests.ticketer.running_ticketer import committed_offsets, handled_count
+from tests.ticketer.test_offset_holes import TicketerInThisProcess, produce_mails, topic_of_this_test
 
 pytestmark = [pytest.mark.stack, pytest.mark.stack_restart]
 
@@ -44,9 +41,6 @@ def test_a_commit_during_a_kafka_restart_waits_for_the_broker(stack, unique):
     topic = f"test.commit-restart.{unique}"
     group = f"commit-restart-ticketer-{unique}"
     account = f"commit-restart-{unique}"
-    admin = KafkaAdminClient(bootstrap_servers=stack.kafka_bootstrap)
-    admin.create_topics([NewTopic(topic, get_topic("mail.classified").partitions, 1)])
-    admin.close()
     restarted = threading.Event()
     commit_seconds: list[float] = []
 
@@ -65,36 +59,30 @@ def test_a_commit_during_a_kafka_restart_waits_for_the_broker(stack, unique):
 
         worker._commit_offsets = commit_while_kafka_restarts
 
-    ticketer = TicketerInThisProcess(TicketerSettings(group_id=group, session_timeout_seconds=6), topic)
-    try:
-        deadline = time.monotonic() + 60
-        while ticketer.worker is None or ticketer.loop is None:
-            assert time.monotonic() < deadline and ticketer.error is None, repr(ticketer.error)
-            time.sleep(0.1)
-        ticketer.call(stop_kafka_before_the_commit)
-        producer = KafkaProducer(bootstrap_servers=stack.kafka_bootstrap, acks="all")
-        for i in range(MAILS):
-            mail = classified(account, f"m{i}")
-            producer.send(topic, key=record_key(mail), value=encode_record("mail.classified", mail))
-        producer.flush()
-        producer.close()
-        consumer = KafkaConsumer(bootstrap_servers=stack.kafka_bootstrap)
-        partitions = [TopicPartition(topic, p) for p in range(get_topic("mail.classified").partitions)]
-        ends = {tp.partition: end for tp, end in consumer.end_offsets(partitions).items()}
-        consumer.close()
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and ticketer.error is None and ticketer.thread.is_alive():
-            if restarted.is_set() and all_committed(stack.kafka_bootstrap, group, topic, ends):
-                break
-            time.sleep(0.5)
-        assert restarted.is_set(), "no commit came"
-        print(f"first commit after the stop took {commit_seconds[0]:.1f} s")
-        assert ticketer.error is None and ticketer.thread.is_alive(), f"the ticketer stopped: {ticketer.error!r}"
-        assert all_committed(stack.kafka_bootstrap, group, topic, ends)
-        assert handled_count(stack.database_url, account) == MAILS
-    finally:
-        ticketer.close()
-        delete_group_and_topics(stack.kafka_bootstrap, group)
-        admin = KafkaAdminClient(bootstrap_servers=stack.kafka_bootstrap)
-        admin.delete_topics([topic])
-        admin.close()
+    with topic_of_this_test(stack.kafka_bootstrap, topic, group):
+        ticketer = TicketerInThisProcess(TicketerSettings(group_id=group, session_timeout_seconds=6), topic)
+        try:
+            deadline = time.monotonic() + 60
+            while ticketer.worker is None or ticketer.loop is None:
+                assert time.monotonic() < deadline and ticketer.error is None, repr(ticketer.error)
+                time.sleep(0.1)
+            ticketer.call(stop_kafka_before_the_commit)
+            producer = KafkaProducer(bootstrap_servers=stack.kafka_bootstrap, acks="all")
+            produce_mails(producer, topic, account, range(MAILS), partition=None)
+            producer.close()
+            consumer = KafkaConsumer(bootstrap_servers=stack.kafka_bootstrap)
+            partitions = [TopicPartition(topic, p) for p in range(get_topic("mail.classified").partitions)]
+            ends = {tp.partition: end for tp, end in consumer.end_offsets(partitions).items()}
+            consumer.close()
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline and ticketer.error is None and ticketer.thread.is_alive():
+                if restarted.is_set() and all_committed(stack.kafka_bootstrap, group, topic, ends):
+                    break
+                time.sleep(0.5)
+            assert restarted.is_set(), "no commit came"
+            print(f"first commit after the stop took {commit_seconds[0]:.1f} s")
+            assert ticketer.error is None and ticketer.thread.is_alive(), f"the ticketer stopped: {ticketer.error!r}"
+            assert all_committed(stack.kafka_bootstrap, group, topic, ends)
+            assert handled_count(stack.database_url, account) == MAILS
+        finally:
+            ticketer.close()

@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 from faust.types import TP
@@ -83,57 +85,68 @@ def held_back() -> float:
     return REGISTRY.get_sample_value("mailintake_ticketer_held_back_total") or 0.0
 
 
+@contextmanager
+def topic_of_this_test(kafka_bootstrap: str, topic: str, group: str) -> Iterator[None]:
+    """A topic with ``mail.classified``'s partitions for one test; afterwards it, the
+    group's offsets and the topics faust made for the group are deleted."""
+    admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    admin.create_topics([NewTopic(topic, get_topic("mail.classified").partitions, 1)])
+    admin.close()
+    try:
+        yield
+    finally:
+        delete_group_and_topics(kafka_bootstrap, group)
+        admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+        admin.delete_topics([topic])
+        admin.close()
+
+
+def produce_mails(producer: KafkaProducer, topic: str, account: str, numbers: range, partition: int | None = 0) -> None:
+    """Mails ``m<number>`` of ``account``, to ``partition`` (None: by their key)."""
+    for i in numbers:
+        mail = classified(account, f"m{i}")
+        producer.send(topic, key=record_key(mail), value=encode_record("mail.classified", mail), partition=partition)
+    producer.flush()
+
+
 def test_records_faust_withholds_are_fetched_again_and_handled(stack, unique):
     topic = f"test.holes.{unique}"
     group = f"holes-ticketer-{unique}"
     account = f"holes-{unique}"
-    admin = KafkaAdminClient(bootstrap_servers=stack.kafka_bootstrap)
-    admin.create_topics([NewTopic(topic, get_topic("mail.classified").partitions, 1)])
-    admin.close()
-    producer = KafkaProducer(bootstrap_servers=stack.kafka_bootstrap, acks="all")
     tp = TP(topic, 0)
-
-    def produce(first: int, count: int) -> None:
-        for i in range(first, first + count):
-            mail = classified(account, f"m{i}")
-            producer.send(topic, key=record_key(mail), value=encode_record("mail.classified", mail), partition=0)
-        producer.flush()
 
     def withhold_next(count: int, from_offset: int) -> None:
         # What faust's drain loop does with a read offset left ahead of the position.
         ticketer.call(lambda w: w.app.consumer._read_offset.__setitem__(tp, from_offset + count))
 
-    settings = TicketerSettings(group_id=group, session_timeout_seconds=6)
-    ticketer = TicketerInThisProcess(settings, topic)
-    before = held_back()
-    try:
-        ticketer.wait_consuming(tp)
-        # A group that never committed: the first records of the log are withheld.
-        withhold_next(WITHHELD, from_offset=0)
-        produce(0, 20)
-        deadline = time.monotonic() + 60
-        while handled_count(stack.database_url, account) < 20 and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert handled_count(stack.database_url, account) == 20, "withheld records were committed past"
-        after_first = held_back()
-        assert after_first > before, "the hole was not noticed"
-        # A group with a commit: the records right after it are withheld.
-        withhold_next(WITHHELD, from_offset=20)
-        produce(20, 20)
-        while handled_count(stack.database_url, account) < 40 and time.monotonic() < deadline + 60:
-            time.sleep(0.2)
-        assert handled_count(stack.database_url, account) == 40, "withheld records were committed past"
-        assert held_back() > after_first, "the hole was not noticed"
-        while committed_offsets(stack.kafka_bootstrap, group, topic).get(0) != 40 and time.monotonic() < deadline + 90:
-            time.sleep(0.2)
-        assert committed_offsets(stack.kafka_bootstrap, group, topic).get(0) == 40
-    finally:
-        ticketer.close()
-        producer.close()
-        delete_group_and_topics(stack.kafka_bootstrap, group)
-        admin = KafkaAdminClient(bootstrap_servers=stack.kafka_bootstrap)
-        admin.delete_topics([topic])
-        admin.close()
+    with topic_of_this_test(stack.kafka_bootstrap, topic, group):
+        producer = KafkaProducer(bootstrap_servers=stack.kafka_bootstrap, acks="all")
+        ticketer = TicketerInThisProcess(TicketerSettings(group_id=group, session_timeout_seconds=6), topic)
+        before = held_back()
+        try:
+            ticketer.wait_consuming(tp)
+            # A group that never committed: the first records of the log are withheld.
+            withhold_next(WITHHELD, from_offset=0)
+            produce_mails(producer, topic, account, range(0, 20))
+            deadline = time.monotonic() + 60
+            while handled_count(stack.database_url, account) < 20 and time.monotonic() < deadline:
+                time.sleep(0.2)
+            assert handled_count(stack.database_url, account) == 20, "withheld records were committed past"
+            after_first = held_back()
+            assert after_first > before, "the hole was not noticed"
+            # A group with a commit: the records right after it are withheld.
+            withhold_next(WITHHELD, from_offset=20)
+            produce_mails(producer, topic, account, range(20, 40))
+            while handled_count(stack.database_url, account) < 40 and time.monotonic() < deadline + 60:
+                time.sleep(0.2)
+            assert handled_count(stack.database_url, account) == 40, "withheld records were committed past"
+            assert held_back() > after_first, "the hole was not noticed"
+            while committed_offsets(stack.kafka_bootstrap, group, topic).get(0) != 40 and time.monotonic() < deadline + 90:
+                time.sleep(0.2)
+            assert committed_offsets(stack.kafka_bootstrap, group, topic).get(0) == 40
+        finally:
+            ticketer.close()
+            producer.close()
     assert ticketer.error is None, repr(ticketer.error)
 
 
@@ -145,10 +158,6 @@ def test_a_hole_whose_refetch_is_undone_is_sought_again_when_nothing_else_arrive
     topic = f"test.holes.undone.{unique}"
     group = f"holes-undone-ticketer-{unique}"
     account = f"holes-undone-{unique}"
-    admin = KafkaAdminClient(bootstrap_servers=stack.kafka_bootstrap)
-    admin.create_topics([NewTopic(topic, get_topic("mail.classified").partitions, 1)])
-    admin.close()
-    producer = KafkaProducer(bootstrap_servers=stack.kafka_bootstrap, acks="all")
     tp = TP(topic, 0)
     count = 20
     undone: list[int] = []
@@ -165,30 +174,25 @@ def test_a_hole_whose_refetch_is_undone_is_sought_again_when_nothing_else_arrive
 
         consumer.seek = seek_then_undo
 
-    ticketer = TicketerInThisProcess(TicketerSettings(group_id=group, session_timeout_seconds=6), topic)
-    try:
-        ticketer.wait_consuming(tp)
-        ticketer.call(undo_the_first_seek)
-        ticketer.call(lambda w: w.app.consumer._read_offset.__setitem__(tp, WITHHELD))
-        for i in range(count):
-            mail = classified(account, f"m{i}")
-            producer.send(topic, key=record_key(mail), value=encode_record("mail.classified", mail), partition=0)
-        producer.flush()
-        deadline = time.monotonic() + 60
-        while handled_count(stack.database_url, account) < count and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert undone == [0], "the seek to the hole was never undone: the test did not set up its case"
-        assert handled_count(stack.database_url, account) == count, "the partition stalled at the hole"
-        while committed_offsets(stack.kafka_bootstrap, group, topic).get(0) != count and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert committed_offsets(stack.kafka_bootstrap, group, topic).get(0) == count
-    finally:
-        ticketer.close()
-        producer.close()
-        delete_group_and_topics(stack.kafka_bootstrap, group)
-        admin = KafkaAdminClient(bootstrap_servers=stack.kafka_bootstrap)
-        admin.delete_topics([topic])
-        admin.close()
+    with topic_of_this_test(stack.kafka_bootstrap, topic, group):
+        producer = KafkaProducer(bootstrap_servers=stack.kafka_bootstrap, acks="all")
+        ticketer = TicketerInThisProcess(TicketerSettings(group_id=group, session_timeout_seconds=6), topic)
+        try:
+            ticketer.wait_consuming(tp)
+            ticketer.call(undo_the_first_seek)
+            ticketer.call(lambda w: w.app.consumer._read_offset.__setitem__(tp, WITHHELD))
+            produce_mails(producer, topic, account, range(count))
+            deadline = time.monotonic() + 60
+            while handled_count(stack.database_url, account) < count and time.monotonic() < deadline:
+                time.sleep(0.2)
+            assert undone == [0], "the seek to the hole was never undone: the test did not set up its case"
+            assert handled_count(stack.database_url, account) == count, "the partition stalled at the hole"
+            while committed_offsets(stack.kafka_bootstrap, group, topic).get(0) != count and time.monotonic() < deadline:
+                time.sleep(0.2)
+            assert committed_offsets(stack.kafka_bootstrap, group, topic).get(0) == count
+        finally:
+            ticketer.close()
+            producer.close()
     assert ticketer.error is None, repr(ticketer.error)
 
 
@@ -199,50 +203,40 @@ def test_offsets_are_read_while_fausts_consumer_thread_is_busy(stack, unique):
     look-up has returned (or failed after 20 s)."""
     topic = f"test.offsets.busy.{unique}"
     group = f"offsets-busy-ticketer-{unique}"
-    admin = KafkaAdminClient(bootstrap_servers=stack.kafka_bootstrap)
-    admin.create_topics([NewTopic(topic, get_topic("mail.classified").partitions, 1)])
-    admin.close()
-    producer = KafkaProducer(bootstrap_servers=stack.kafka_bootstrap, acks="all")
-    account = f"offsets-busy-{unique}"
-    for i in range(3):
-        mail = classified(account, f"m{i}")
-        producer.send(topic, key=record_key(mail), value=encode_record("mail.classified", mail), partition=0)
-    producer.flush()
-    producer.close()
     tp = TP(topic, 0)
-    ticketer = TicketerInThisProcess(TicketerSettings(group_id=group, session_timeout_seconds=6), topic)
-    try:
-        ticketer.wait_consuming(tp)
-        deadline = time.monotonic() + 60
-        while committed_offsets(stack.kafka_bootstrap, group, topic).get(0) != 3 and time.monotonic() < deadline:
-            time.sleep(0.2)
 
-        async def look_up_while_the_thread_is_held():
-            worker = ticketer.worker
-            released = threading.Event()
+    async def look_up_while_the_thread_is_held():
+        worker = ticketer.worker
+        released = threading.Event()
 
-            async def hold() -> None:
-                while not released.is_set():
-                    await asyncio.sleep(0.05)
+        async def hold() -> None:
+            while not released.is_set():
+                await asyncio.sleep(0.05)
 
-            # Every worker of the thread's method queue, as the revoke callback and a
-            # long poll for records hold them during a rebalance.
-            thread = worker.app.consumer._thread
-            held = [asyncio.ensure_future(thread.call_thread(hold)) for _ in range(thread.method_queue.num_workers)]
-            await asyncio.sleep(0.3)
-            try:
-                return await asyncio.wait_for(worker._broker_committed_offset(tp), 20)
-            finally:
-                released.set()
-                await asyncio.gather(*held)
+        # Every worker of the thread's method queue, as the revoke callback and a long
+        # poll for records hold them during a rebalance.
+        thread = worker.app.consumer._thread
+        held = [asyncio.ensure_future(thread.call_thread(hold)) for _ in range(thread.method_queue.num_workers)]
+        await asyncio.sleep(0.3)
+        try:
+            return await asyncio.wait_for(worker._broker_committed_offset(tp), 20)
+        finally:
+            released.set()
+            await asyncio.gather(*held)
 
-        assert ticketer.loop is not None
-        offset = asyncio.run_coroutine_threadsafe(look_up_while_the_thread_is_held(), ticketer.loop).result(60)
-        assert offset == 3
-    finally:
-        ticketer.close()
-        delete_group_and_topics(stack.kafka_bootstrap, group)
-        admin = KafkaAdminClient(bootstrap_servers=stack.kafka_bootstrap)
-        admin.delete_topics([topic])
-        admin.close()
+    with topic_of_this_test(stack.kafka_bootstrap, topic, group):
+        producer = KafkaProducer(bootstrap_servers=stack.kafka_bootstrap, acks="all")
+        produce_mails(producer, topic, f"offsets-busy-{unique}", range(3))
+        producer.close()
+        ticketer = TicketerInThisProcess(TicketerSettings(group_id=group, session_timeout_seconds=6), topic)
+        try:
+            ticketer.wait_consuming(tp)
+            deadline = time.monotonic() + 60
+            while committed_offsets(stack.kafka_bootstrap, group, topic).get(0) != 3 and time.monotonic() < deadline:
+                time.sleep(0.2)
+            assert ticketer.loop is not None
+            offset = asyncio.run_coroutine_threadsafe(look_up_while_the_thread_is_held(), ticketer.loop).result(60)
+            assert offset == 3
+        finally:
+            ticketer.close()
     assert ticketer.error is None, repr(ticketer.error)
