@@ -14,7 +14,9 @@ only the run's mailboxes and records. Three measurements, in this order:
    classifier and one ticketer (by default) start (``mailintake run ...`` processes, as deployed). The
    clock runs from the first mail committed in PostgreSQL (its row in the processed-mail
    ledger) to the last: mails per second, and its ratio to bare. The CPU seconds the
-   processes used (``/proc``) give the cost per 1,000 mails.
+   processes used (``/proc``) give the cost per 1,000 mails; beside it, what Kafka,
+   PostgreSQL and Dovecot (with their backends and sessions) used from the services'
+   start to the last mail.
 3. **latency**: with the pipeline running, single mails are appended (IMAP APPEND, from
    four clients in threads) at half the sustained rate for ``--latency-seconds`` (the
    table gives the rate reached). A mail's latency runs from its APPEND's
@@ -79,6 +81,46 @@ def cpu_seconds(pid: int) -> float:
     """User plus system CPU time of process ``pid`` (all its threads) so far."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def tree_cpu_seconds(root: int) -> float:
+    """CPU time (user + system) of process ``root`` and its descendants so far, the ones
+    that ended included: a process's reaped children are in its own ``cutime``/``cstime``,
+    so each live process of the tree counts its own time and that of its reaped children.
+    A process that ends between two readings moves from one term to its parent's."""
+    children: dict[int, list[int]] = {}
+    times: dict[int, float] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # ended while the tree was read
+        pid = int(entry.name)
+        children.setdefault(int(fields[1]), []).append(pid)
+        times[pid] = sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+    total, pending = 0.0, [root]
+    while pending:
+        pid = pending.pop()
+        total += times.get(pid, 0.0)
+        pending.extend(children.get(pid, ()))
+    return total
+
+
+STACK_SERVERS = ("kafka", "postgres", "dovecot")
+
+
+def stack_cpu_seconds(stack: Stack) -> dict[str, float]:
+    """CPU seconds so far of each server of the local stack the pipeline uses (with the
+    processes it started: PostgreSQL's backends, Dovecot's IMAP sessions)."""
+    result = {}
+    for name in STACK_SERVERS:
+        record = stack.component(name).running()
+        if record is None:
+            raise SystemExit(f"the stack's {name} is not running: `mailintake stack up`")
+        result[name] = tree_cpu_seconds(record.pid)
+    return result
 
 
 @dataclass
@@ -296,7 +338,8 @@ def main() -> None:
     parser.add_argument("--ticketers", type=int, default=1, help="ticketer replicas (one consumer group)")
     args = parser.parse_args()
 
-    endpoints = Stack().endpoints
+    stack = Stack()
+    endpoints = stack.endpoints
     # The stack's settings (key file, database, Kafka) as the services get them.
     os.environ.update(service_environment(endpoints))
     run = uuid.uuid4().hex[:8]
@@ -332,9 +375,11 @@ def main() -> None:
         } | {f"MAILINTAKE_{s.upper()}_LOG_LEVEL": "WARNING" for s in SERVICES}
         pipeline = Pipeline(env, Path(logs), {"fetcher": 1, "classifier": args.classifiers, "ticketer": args.ticketers})
         try:
+            stack_before = stack_cpu_seconds(stack)
             pipeline.start()
             samples = wait_committed(engine, account_ids, total, pipeline, timeout=1800)
             cpu = pipeline.cpu_seconds()
+            stack_cpu = {name: seconds - stack_before[name] for name, seconds in stack_cpu_seconds(stack).items()}
             at = processed_at(engine, account_ids)
             span = max(at.values()) - min(at.values())
             rate = total / span
@@ -363,6 +408,10 @@ def main() -> None:
     print(f"| pipeline sustained, mailbox to committed step (mails/s) | {rate:,.0f} |")
     print(f"| ratio to bare | {rate / bare_rate:.2f} |")
     print(f"| CPU seconds per 1,000 mails (fetcher + classifier + ticketer) | {cpu / total * 1000:.1f} |")
+    print(
+        "| CPU seconds per 1,000 mails of the stack meanwhile (Kafka + PostgreSQL + Dovecot) | "
+        f"{sum(stack_cpu.values()) / total * 1000:.1f} ({' + '.join(f'{stack_cpu[n] / total * 1000:.2f}' for n in STACK_SERVERS)}) |"
+    )
     appended_rate = len(latencies) / args.latency_seconds
     print(
         f"| latency at {appended_rate:,.0f} mails/s appended (aimed at {rate / 2:,.0f}), {len(latencies)} mails: "
