@@ -42,8 +42,8 @@ taken before the latest rebalance are dropped for the same reason. And a commit 
 names the end of an unbroken run of handled offsets that starts at the committed offset
 (``partition_progress.py``): faust's drain loop also drops records below its last read
 offset, which can be left ahead of the position, so records that arrive past a hole are
-held back and the consumer seeks back to the hole, and again every few seconds while the
-hole lasts, whether or not more records arrive.
+held back and the consumer seeks back to the hole, and again while the hole lasts (a seek
+can be undone by records fetched before it), whether or not more records arrive.
 Any exception other than an undecodable record stops the worker (non-zero exit), so the
 orchestrator restarts it rather than let it go on past a record that failed.
 
@@ -186,7 +186,7 @@ class TicketerWorker:
         self.app.on_partitions_revoked.connect(self._on_partitions_revoked)
         self.app.on_partitions_assigned.connect(self._on_partitions_assigned)
         # Per partition: where the next batch continues (the broker's committed offset,
-        # then the end of each batch handled); and the last refetch (offset, when) for a hole.
+        # then the end of each batch handled); and the last seek back to a hole, if any.
         self._resume_at: dict[Any, int] = {}
         self._refetches: dict[Any, HoleRefetch] = {}
         self._db = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ticketer-db")
@@ -382,11 +382,11 @@ class TicketerWorker:
     async def _offsets_reader(self) -> AIOKafkaConsumer:
         """A Kafka client of the worker's own, on its event loop, for reading offsets.
 
-        Not faust's consumer: its thread runs one call at a time, and during a rebalance it
-        is inside the revoke callback, which waits for the batch in flight; a batch that
-        asked that thread for an offset then waited for the callback, and the rebalance
-        for the batch, until the callback gave up (half a session timeout, every time a
-        replica joined). This client is in the group's name but never subscribes, so it
+        Not faust's consumer: its thread runs calls from a queue with two workers, and
+        during a rebalance both can be taken, one by the revoke callback (which waits for
+        the batch in flight) and one by a long poll; a batch that asked that thread for an
+        offset then waited for the callback, and the rebalance for the batch, until the
+        callback gave up (half a session timeout, each time a replica joined). This client is in the group's name but never subscribes, so it
         reads the group's offsets without joining it.
         """
         if self._offsets is None:
@@ -430,7 +430,7 @@ class TicketerWorker:
             if not sought.due(now) or self._resume_at.get(tp) != sought.offset:
                 continue
             if tp not in assigned:
-                del self._refetches[tp]
+                self._refetches.pop(tp, None)  # a batch may have dropped it meanwhile
                 continue
             await self._refetch(tp, sought.offset, held_back=0)
 
