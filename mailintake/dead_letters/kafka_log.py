@@ -14,6 +14,7 @@ from mailintake.contracts import InvalidMessage
 from mailintake.contracts.records import DeadLetter, DlqReplay, decode_record, encode_record
 from mailintake.dead_letters.replay_plan import Replay
 from mailintake.dead_letters.selection import StoredLetter
+from mailintake.runtime.stream_processor import MAX_REQUEST_BYTES
 
 DLQ_TOPIC = "mail.dlq"
 LEDGER_TOPIC = "mail.dlq.replays"
@@ -100,6 +101,7 @@ def replay(bootstrap: str, replays: Sequence[Replay], timeout: float = 30.0) -> 
         transactional_id=TRANSACTIONAL_ID,
         acks="all",
         enable_idempotence=True,
+        max_request_size=MAX_REQUEST_BYTES,  # a letter's original value can be a whole inline mail
     )
     try:
         producer.init_transactions()

@@ -77,6 +77,7 @@ from mailintake.runtime.http_endpoint import Health
 from mailintake.runtime.stream_processor import (
     BATCH_SECONDS,
     DEAD_LETTERED,
+    MAX_REQUEST_BYTES,
     RECORDS_IN,
     RECORDS_OUT,
     DlqLimit,
@@ -98,8 +99,6 @@ BATCH_WAIT_SECONDS = 0.2
 # Table entries older than this are pruned; a bundle needs them for two poll intervals.
 BUNDLE_TABLE_RETENTION_SECONDS = 24 * 3600.0
 PRUNE_EVERY_SECONDS = 600.0
-# The producer must carry a dead letter of the largest mail.classified record (2 MiB).
-MAX_REQUEST_BYTES = 2 * 1024 * 1024 + 256 * 1024
 
 # The event loop (faust, Kafka) and the database thread share the GIL. At Python's default
 # 5 ms switch interval each socket call of the loop can wait that long for the GIL while

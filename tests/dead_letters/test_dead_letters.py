@@ -13,6 +13,7 @@ from mailintake.contracts.records import DeadLetter, MailRaw, SenderIdentity, Ti
 from mailintake.dead_letters.cli import dlq_app
 from mailintake.dead_letters.replay_plan import Replay, Skip, plan_replay
 from mailintake.dead_letters.selection import LetterFilter, StoredLetter, parse_time
+from mailintake.runtime.stream_processor import MAX_REQUEST_BYTES
 
 NOW = dt.datetime(2024, 12, 10, 12, 0, tzinfo=dt.UTC)
 
@@ -99,13 +100,16 @@ def test_replay_produces_each_letter_once_however_often_it_runs(stack):
     bootstrap = stack.kafka_bootstrap
     marker = f"replay-test-{uuid.uuid4().hex[:10]}"
     account = f"dlq-replay-{marker}"
+    # Over a megabyte, as an inline mail may be: kafka-python's producers refuse records
+    # over 1 MiB unless told the topics' limit.
+    raw = b"From: a@b.c\r\n\r\n" + b"x" * (1200 * 1024)
     mail = MailRaw(
         account_id=account, account_name="replay test", protocol="IMAP", source_id=f"imap:1:{marker}",
-        poll_cycle=1, poll_interval_seconds=60, fetched_at=NOW, size=10, raw=b"From: a@b.c\r\n\r\nx",
+        poll_cycle=1, poll_interval_seconds=60, fetched_at=NOW, size=len(raw), raw=raw,
         sender_identity=SenderIdentity(), ticket_options=TicketOptions(),
     )
     original = encode_record("mail.raw", mail)
-    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", max_request_size=MAX_REQUEST_BYTES)
     for _ in range(2):
         producer.send("mail.dlq", key=b"mail.raw:0:0", value=encode_record("mail.dlq", letter(
             reason=f"{marker}: parser bug", failed_at=dt.datetime.now(dt.UTC), value=original,
