@@ -22,6 +22,7 @@ from mailintake.stack import Stack
 from services.classifier.service import build_processor
 from services.classifier.settings import ClassifierSettings
 from tests.classifier.conftest import raw_record
+from tests.running_processor import ProcessorThread
 from tests.stack_faults import stop
 from tests.topic_reading import read_topic
 from tests.ticketer.running_ticketer import committed_offsets, end_offsets, place_group_at_end
@@ -76,17 +77,7 @@ def test_a_commit_during_a_kafka_restart_waits_for_the_broker(stack, unique):
         real_commit(offsets)
 
     processor._commit = commit_while_kafka_restarts
-    halt = threading.Event()
-    failures: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            processor.run(halt)
-        except BaseException as exc:  # noqa: BLE001 - the test reports it
-            failures.append(exc)
-
-    worker = threading.Thread(target=run, daemon=True)
-    worker.start()
+    worker = ProcessorThread(processor)
     producer = KafkaProducer(bootstrap_servers=stack.kafka_bootstrap, acks="all")
     for mail in mails(account):
         producer.send("mail.raw", key=record_key(mail), value=encode_record("mail.raw", mail))
@@ -95,14 +86,13 @@ def test_a_commit_during_a_kafka_restart_waits_for_the_broker(stack, unique):
     ends = end_offsets(stack.kafka_bootstrap, topic="mail.raw")
 
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and not failures:
+    while time.monotonic() < deadline and not worker.failures:
         if restarted.is_set() and all_committed(stack.kafka_bootstrap, group, ends):
             break
         time.sleep(0.5)
-    halt.set()
-    worker.join(60)
+    worker.stop()
 
     assert restarted.is_set(), "no commit came"
-    assert not failures, f"the classifier stopped: {failures[0]!r}"
+    assert not worker.failures, f"the classifier stopped: {worker.failures[0]!r}"
     assert committed_offsets(stack.kafka_bootstrap, group, topic="mail.raw") == ends
     assert classified_source_ids(stack.kafka_bootstrap, account, since_ms) == {f"imap:1:{i}" for i in range(MAILS)}

@@ -11,7 +11,6 @@ decode.
 from __future__ import annotations
 
 import os
-import threading
 import time
 
 import pytest
@@ -21,6 +20,7 @@ from kafka.admin import KafkaAdminClient, NewTopic
 from mailintake.contracts import InvalidMessage, decode_record
 from mailintake.runtime.http_endpoint import Health
 from mailintake.runtime.stream_processor import DLQ_TOPIC, MAX_REQUEST_BYTES, Output, StreamProcessor
+from tests.running_processor import ProcessorThread
 
 pytestmark = pytest.mark.stack
 
@@ -70,17 +70,7 @@ def test_records_up_to_the_topic_limit_are_produced_and_dead_lettered(stack, uni
         process=process,
         health=Health(),
     )
-    stop = threading.Event()
-    failures: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            processor.run(stop)
-        except BaseException as exc:  # noqa: BLE001 - reported by the test
-            failures.append(exc)
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
+    worker = ProcessorThread(processor)
     producer = KafkaProducer(bootstrap_servers=stack.kafka_bootstrap, max_request_size=MAX_REQUEST_BYTES)
     producer.send(source, key=b"first", value=b"a small record that becomes a big one", partition=0)
     producer.send(source, key=b"second", value=undecodable, partition=0)
@@ -90,12 +80,11 @@ def test_records_up_to_the_topic_limit_are_produced_and_dead_lettered(stack, uni
         produced = read_one(stack.kafka_bootstrap, output, b"big")
         letter_value = read_one(stack.kafka_bootstrap, DLQ_TOPIC, f"{source}:0:1".encode())
     finally:
-        stop.set()
-        thread.join(30)
+        worker.stop()
         admin = KafkaAdminClient(bootstrap_servers=stack.kafka_bootstrap)
         admin.delete_topics([source, output])
         admin.close()
-    assert not failures, f"the processor stopped: {failures[0]!r}"
+    assert not worker.failures, f"the processor stopped: {worker.failures[0]!r}"
     assert produced == big_output, "the 1.5 MiB output never arrived"
     assert letter_value is not None, "the 1.2 MiB record was not dead-lettered"
     letter = decode_record(DLQ_TOPIC, letter_value)
