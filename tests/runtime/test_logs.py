@@ -25,10 +25,12 @@ def restore_logging():
 def test_secrets_never_reach_the_log(capsys):
     configure_logging("test")
     log = structlog.get_logger()
-    log.info("login", account_id="desk", password="hunter2", token="abc", secret_value=SecretStr("x"), note=SecretStr("y"))
-    line = json.loads(capsys.readouterr().err.strip().splitlines()[-1])
-    assert line["account_id"] == "desk" and line["service"] == "test"
-    assert line["password"] == line["token"] == line["secret_value"] == line["note"] == REDACTED
+    for _ in range(2):  # the second time the keys' verdicts come from the cache
+        log.info("login", account_id="desk", password="hunter2", token="abc", secret_value=SecretStr("x"), note=SecretStr("y"))
+    lines = [json.loads(text) for text in capsys.readouterr().err.strip().splitlines()[-2:]]
+    for line in lines:
+        assert line["account_id"] == "desk" and line["service"] == "test"
+        assert line["password"] == line["token"] == line["secret_value"] == line["note"] == REDACTED
     structlog.contextvars.clear_contextvars()
 
 
