@@ -1,7 +1,7 @@
 """Ticketer throughput on the local stack, next to a bare batched INSERT of the same rows.
 
     .venv/bin/python bench/ticketer_throughput.py [--mails 20000] [--replicas 1[,2...]] [--rounds 1]
-                                                  [--collector tuned|default]
+                                                  [--collector tuned|default] [--worker-log-level WARNING|INFO]
 
 Three kinds of measurement in one run, on the same PostgreSQL:
 
@@ -201,6 +201,7 @@ def run_replica(
     start: multiprocessing.synchronize.Barrier,
     stop: multiprocessing.synchronize.Event,
     collector: str,
+    log_level: str,
 ) -> None:
     """One ticketer replica (a process of its own, as in production) until ``stop`` is set.
 
@@ -209,12 +210,12 @@ def run_replica(
     seconds another still spends importing."""
     from mailintake.runtime.logs import configure_logging
 
-    configure_logging("bench", "WARNING")
+    configure_logging("bench", log_level)
     sys.setswitchinterval(GIL_SWITCH_INTERVAL_SECONDS)  # as `mailintake run ticketer` does
     if collector == "tuned":
         tune_for_streaming()  # as `mailintake run` does
     settings = TicketerSettings(
-        kafka_bootstrap_servers=bootstrap, database_url=database_url, group_id=group, log_level="WARNING"
+        kafka_bootstrap_servers=bootstrap, database_url=database_url, group_id=group, log_level=log_level
     )
     stopping = threading.Event()
     threading.Thread(target=lambda: (stop.wait(), stopping.set()), daemon=True).start()
@@ -229,7 +230,7 @@ def group_is_whole(admin: KafkaAdminClient, group: str, members: int) -> bool:
 
 
 def through_ticketer(
-    endpoints, records: list[MailClassified], run: str, label: str, replicas: int, collector: str
+    endpoints, records: list[MailClassified], run: str, label: str, replicas: int, collector: str, log_level: str
 ) -> tuple[float, float]:
     """Seconds from the first to the last of ``records`` handled by ``replicas`` ticketer
     processes, and the CPU seconds (user + system) the processes used meanwhile.
@@ -250,7 +251,7 @@ def through_ticketer(
     spawn = multiprocessing.get_context("spawn")
     start, stop = spawn.Barrier(replicas), spawn.Event()
     processes = [
-        spawn.Process(target=run_replica, args=(endpoints.kafka_bootstrap, endpoints.database_url, group, topic, start, stop, collector))
+        spawn.Process(target=run_replica, args=(endpoints.kafka_bootstrap, endpoints.database_url, group, topic, start, stop, collector, log_level))
         for _ in range(replicas)
     ]
     for process in processes:
@@ -306,6 +307,12 @@ def main() -> None:
     )
     parser.add_argument("--rounds", type=int, default=1, help="rounds of (bare INSERT, ticketer) per replica count")
     parser.add_argument(
+        "--worker-log-level",
+        choices=["WARNING", "INFO"],
+        default="WARNING",
+        help="the workers' log level; at INFO (the services' default) they write a JSON line per mail to stderr",
+    )
+    parser.add_argument(
         "--collector",
         choices=["tuned", "default"],
         default="tuned",
@@ -346,7 +353,8 @@ def main() -> None:
             label = f"new{round_number}x{count}"
             bare_before = bare_rate(count)
             seconds, cpu = through_ticketer(
-                endpoints, mails(f"{run}{label}", args.mails, bundled=False), run, label, count, args.collector
+                endpoints, mails(f"{run}{label}", args.mails, bundled=False), run, label, count,
+                args.collector, args.worker_log_level,
             )
             bare_after = bare_rate(count)
             bare, rate = (bare_before + bare_after) / 2, args.mails / seconds
@@ -355,7 +363,8 @@ def main() -> None:
     summary = {}
     for count in args.replicas:
         seconds, _ = through_ticketer(
-            endpoints, mails(f"{run}bundled{count}", args.mails, bundled=True), run, f"bundled{count}", count, args.collector
+            endpoints, mails(f"{run}bundled{count}", args.mails, bundled=True), run, f"bundled{count}", count,
+            args.collector, args.worker_log_level,
         )
         bundled_rate = args.mails / seconds
         ratios = sorted(r for r, _, _ in results[count])
