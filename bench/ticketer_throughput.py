@@ -17,18 +17,17 @@ Three kinds of measurement in one run, on the same PostgreSQL:
 3. **50 % bundled**: the same number of records where every second one joins the ticket
    of the one before (same sender, subject and poll cycle), once per replica count.
 
-Every new-ticket measurement sits between two bare INSERTs (with as many clients) and
-its ratio uses their mean, since the machine's load moves during a run; with several rounds and replica
-counts they alternate (bare, 1 replica, bare, 2 replicas, bare, ...) and the median
-ratio per replica count is reported with its range. The records go to a topic of this
-measurement (the shared ``mail.classified`` has other consumers on a dev stack),
-produced once the workers' consumer group is stable with all its replicas; the clock runs
-from the first handled mail to the last, so start-up, the consumer-group join and its
-rebalances are not counted. The owner of every ticket is an existing fallback user, so
-no user is created. Every process runs with the
-garbage-collector settings of ``mailintake run`` (``--collector default``: CPython's),
-the bare INSERT's included; the workers' CPU time (user + system) is reported per new
-ticket.
+Every new-ticket measurement sits between two bare INSERTs with as many clients, run
+just before and just after it, and its ratio uses their mean, since the machine's load
+moves during a run. With several rounds and replica counts the counts take turns in each
+round, and the median ratio per replica count is reported with its range. The records go
+to a topic of this measurement (the shared ``mail.classified`` has other consumers on a
+dev stack), produced once the workers' consumer group is stable with all its replicas;
+the clock runs from the first handled mail to the last, so start-up, the consumer-group
+join and its rebalances are not counted. The owner of every ticket is an existing
+fallback user, so no user is created. Every process runs with the garbage-collector
+settings of ``mailintake run`` (``--collector default``: CPython's), the bare INSERT's
+included; the workers' CPU time (user + system) is reported per new ticket.
 """
 
 from __future__ import annotations
