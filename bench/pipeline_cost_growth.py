@@ -135,9 +135,9 @@ def cpu_per_mails(endpoints, mails: int, mailboxes: int) -> MailsRun:
             pipeline.start()
             wait_ready(pipeline)
             settle_started = time.monotonic()
-            settle_cpu = pipeline.cpu_seconds()
+            settle_cpu = sum(pipeline.cpu_seconds().values())
             time.sleep(2 * POLL_INTERVAL_SECONDS)
-            idle_cpu_per_second = (pipeline.cpu_seconds() - settle_cpu) / (time.monotonic() - settle_started)
+            idle_cpu_per_second = (sum(pipeline.cpu_seconds().values()) - settle_cpu) / (time.monotonic() - settle_started)
             baseline = {s: cpu_seconds(p.pid) for s, p in pipeline.processes.items()}
             started = time.monotonic()
             per_mailbox = mails // mailboxes

@@ -14,9 +14,9 @@ only the run's mailboxes and records. Three measurements, in this order:
    classifier and one ticketer (by default) start (``mailintake run ...`` processes, as deployed). The
    clock runs from the first mail committed in PostgreSQL (its row in the processed-mail
    ledger) to the last: mails per second, and its ratio to bare. The CPU seconds the
-   processes used (``/proc``) give the cost per 1,000 mails; beside it, what Kafka,
-   PostgreSQL and Dovecot (with their backends and sessions) used from the services'
-   start to the last mail.
+   processes used (``/proc``) give the cost per 1,000 mails, in all and by service;
+   beside it, what Kafka, PostgreSQL and Dovecot (with their backends and sessions) used
+   from the services' start to the last mail.
 3. **latency**: with the pipeline running, single mails are appended (IMAP APPEND, from
    four clients in threads) at half the sustained rate for ``--latency-seconds`` (the
    table gives the rate reached). A mail's latency runs from its APPEND's
@@ -146,8 +146,12 @@ class Pipeline:
                     [sys.executable, "-m", "mailintake", "run", service], env=env, stdout=log, stderr=subprocess.STDOUT
                 )
 
-    def cpu_seconds(self) -> float:
-        return sum(cpu_seconds(p.pid) for p in self.processes.values())
+    def cpu_seconds(self) -> dict[str, float]:
+        """CPU seconds so far by service (replicas summed)."""
+        used = dict.fromkeys(self.replicas, 0.0)
+        for name, process in self.processes.items():
+            used[name.split("-")[0]] += cpu_seconds(process.pid)
+        return used
 
     def check_alive(self) -> None:
         for service, process in self.processes.items():
@@ -407,7 +411,10 @@ def main() -> None:
     print(f"| bare IMAP FETCH (mails/s) | {bare_rate:,.0f} |")
     print(f"| pipeline sustained, mailbox to committed step (mails/s) | {rate:,.0f} |")
     print(f"| ratio to bare | {rate / bare_rate:.2f} |")
-    print(f"| CPU seconds per 1,000 mails (fetcher + classifier + ticketer) | {cpu / total * 1000:.1f} |")
+    print(
+        f"| CPU seconds per 1,000 mails (fetcher + classifier + ticketer) | {sum(cpu.values()) / total * 1000:.2f} "
+        f"({' + '.join(f'{cpu[s] / total * 1000:.2f}' for s in SERVICES)}) |"
+    )
     print(
         "| CPU seconds per 1,000 mails of the stack meanwhile (Kafka + PostgreSQL + Dovecot) | "
         f"{sum(stack_cpu.values()) / total * 1000:.1f} ({' + '.join(f'{stack_cpu[n] / total * 1000:.2f}' for n in STACK_SERVERS)}) |"
