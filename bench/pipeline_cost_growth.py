@@ -32,10 +32,8 @@ import datetime as dt
 import os
 import random
 import re
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.request
 import uuid
