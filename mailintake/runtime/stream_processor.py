@@ -46,6 +46,7 @@ DLQ_TOPIC = "mail.dlq"
 # refuses a record over max_request_size before the broker sees it (1 MiB by default), so
 # the producer's limit is the topics' plus room for the request around it.
 MAX_REQUEST_BYTES = 2 * 1024 * 1024 + 256 * 1024
+PRODUCER_BATCH_BYTES = 1024 * 1024
 
 # One try of a commit; kafka-python's own default (the consumer's request timeout, five
 # minutes) would leave CommitRetry nothing to bound.
@@ -184,6 +185,13 @@ class StreamProcessor(Generic[RecordT]):
             acks="all",
             enable_idempotence=True,
             linger_ms=5,
+            # kafka-python's default batch (16 KiB) holds two or three decisions of a few
+            # KiB; every new batch wakes the sender thread and becomes a request of its own.
+            # That cost 105-130 us of CPU per 6 KB record against 50-55 us with 1 MiB
+            # batches (20,000 records to 4 and to 12 partitions, side by side), and
+            # the classifier spent more time producing than parsing. flush() at the end of a batch sends
+            # what is waiting at once, so larger batches add no latency.
+            batch_size=PRODUCER_BATCH_BYTES,
             max_in_flight_requests_per_connection=5,
             max_request_size=MAX_REQUEST_BYTES,
         )
