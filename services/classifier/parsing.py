@@ -228,24 +228,55 @@ def _decoded_payload(part: Message) -> bytes:
     return data if isinstance(data, bytes) else b""
 
 
-def _body_bytes(part: Message, max_encoded_chars: int) -> tuple[bytes, bool]:
-    """The decoded bytes of a text part, or of its first ``max_encoded_chars`` when it is longer."""
-    encoded = _encoded_payload(part)
-    if encoded is None:
-        data = _decoded_payload(part)
-        return data[:max_encoded_chars], len(data) > max_encoded_chars
-    if len(encoded) <= max_encoded_chars:
-        return _decoded_payload(part), False
-    encoding = transfer_encoding.normalised_encoding(part.get("content-transfer-encoding"))
-    return transfer_encoding.decode_prefix(encoded, encoding, max_encoded_chars)
+class _LeafPayload:
+    """A leaf's payload, read from the parser once.
+
+    A text body is both measured and decoded, and ``get_payload()`` decodes 8-bit text by
+    its charset on every call: read per use, a plain 8-bit mail's body was read four times.
+    """
+
+    def __init__(self, part: Message, content_type: str | None = None) -> None:
+        self.part = part
+        self.content_type = content_type or part.get_content_type()
+        self.encoding = transfer_encoding.normalised_encoding(part.get("content-transfer-encoding"))
+        self.encoded = _encoded_payload(part)
+        self._decoded: bytes | None = None
+
+    def decoded(self) -> bytes:
+        if self._decoded is None:
+            self._decoded = _decoded_payload(self.part)
+        return self._decoded
+
+    def body_bytes(self, max_encoded_chars: int) -> tuple[bytes, bool]:
+        """The decoded bytes, or those of the first ``max_encoded_chars`` when it is longer."""
+        if self.encoded is None:
+            data = self.decoded()
+            return data[:max_encoded_chars], len(data) > max_encoded_chars
+        if len(self.encoded) <= max_encoded_chars:
+            return self.decoded(), False
+        return transfer_encoding.decode_prefix(self.encoded, self.encoding, max_encoded_chars)
+
+    def measured_size(self) -> int:
+        """Bytes the leaf holds once decoded, measured on the encoded text where possible."""
+        if self.encoded is None:
+            return len(self.decoded())
+        if self.encoding == "base64":
+            return transfer_encoding.base64_decoded_size(self.encoded)
+        if self.encoding == "quoted-printable":
+            return transfer_encoding.quoted_printable_decoded_size(self.encoded)
+        if self.encoded.isascii():
+            return len(self.encoded)
+        # 8-bit content: the parser hands it back decoded by charset, so ask for the bytes.
+        return len(self.decoded())
 
 
-def _decoded_text(part: Message, max_bytes: int, walk: _Walk) -> tuple[str, bool]:
+def _decoded_text(part: Message, max_bytes: int, walk: _Walk, leaf: _LeafPayload | None = None) -> tuple[str, bool]:
     """The text of a text part, decoded with charset fallbacks, cut to ``max_bytes`` of UTF-8."""
+    leaf = leaf or _LeafPayload(part)
     # Four encoded characters per output byte is more than any transfer encoding needs.
-    data, cut = _body_bytes(part, 4 * max_bytes + 4)
+    data, cut = leaf.body_bytes(4 * max_bytes + 4)
     declared = part.get_content_charset()
-    if declared is None and part.get_content_subtype() == "html":
+    if declared is None and leaf.content_type.split("/")[1] == "html":
         declared = _meta_charset(data)
     text, used = decode_text(data, declared)
     if declared and used not in ("ascii", codec_name(declared)):
@@ -273,28 +304,8 @@ def _meta_charset(data: bytes) -> str | None:
     return name.decode("ascii") or None
 
 
-def _measured_size(part: Message) -> int:
-    """Bytes the leaf holds once decoded, measured on the encoded text where possible."""
-    encoding = transfer_encoding.normalised_encoding(part.get("content-transfer-encoding"))
-    encoded = _encoded_payload(part)
-    if encoded is None:
-        return len(_decoded_payload(part))
-    if encoding == "base64":
-        return transfer_encoding.base64_decoded_size(encoded)
-    if encoding == "quoted-printable":
-        return transfer_encoding.quoted_printable_decoded_size(encoded)
-    if encoded.isascii():
-        return len(encoded)
-    # 8-bit content: the parser hands it back decoded by charset, so ask for the bytes.
-    return len(_decoded_payload(part))
-
-
-def _is_body_candidate(part: Message, disposition: str | None, filename: str | None) -> bool:
-    return (
-        part.get_content_type() in ("text/plain", "text/html")
-        and disposition != "attachment"
-        and filename is None
-    )
+def _is_body_candidate(content_type: str, disposition: str | None, filename: str | None) -> bool:
+    return content_type in ("text/plain", "text/html") and disposition != "attachment" and filename is None
 
 
 def _visit(part: Message, path: str, walk: _Walk, bodies: _Bodies | None) -> int:
@@ -305,7 +316,7 @@ def _visit(part: Message, path: str, walk: _Walk, bodies: _Bodies | None) -> int
     for defect in getattr(part, "defects", ()):
         walk.note(type(defect).__name__)
     content_type = part.get_content_type()
-    maintype = part.get_content_maintype()
+    maintype = content_type.split("/")[0]
     # Only a container's payload is needed here; a leaf's is read by the helpers above.
     payload = part.get_payload() if part.is_multipart() else None
     disposition = _disposition(part)
@@ -323,7 +334,7 @@ def _visit(part: Message, path: str, walk: _Walk, bodies: _Bodies | None) -> int
         return size
 
     if content_type == "message/delivery-status":
-        size = _measured_size(part) if not isinstance(payload, list) else sum(
+        size = _LeafPayload(part, content_type).measured_size() if not isinstance(payload, list) else sum(
             len(name) + len(value) + 4 for block in payload if isinstance(block, Message)
             for name, value in block.items() if isinstance(value, str)
         )
@@ -346,21 +357,23 @@ def _visit(part: Message, path: str, walk: _Walk, bodies: _Bodies | None) -> int
     if maintype == "multipart":
         # A multipart whose boundary never appears: the parser keeps its content as text.
         walk.note("multipart without its boundary, read as text")
+        leaf = _LeafPayload(part, content_type)
         if bodies is not None:
-            text, cut = _decoded_text(part, walk.limits.max_body_text_bytes, walk)
+            text, cut = _decoded_text(part, walk.limits.max_body_text_bytes, walk, leaf)
             bodies.plain.append(text)
             bodies.truncated |= cut
-        return _measured_size(part)
+        return leaf.measured_size()
 
-    size = _measured_size(part)
-    if _is_body_candidate(part, disposition, filename):
+    leaf = _LeafPayload(part, content_type)
+    size = leaf.measured_size()
+    if _is_body_candidate(content_type, disposition, filename):
         if bodies is None:
             return size  # the text of a forwarded message: part of that message, not a file
         if content_type == "text/html":
-            text, cut = _decoded_text(part, walk.limits.max_body_html_bytes, walk)
+            text, cut = _decoded_text(part, walk.limits.max_body_html_bytes, walk, leaf)
             bodies.html.append(text)
         else:
-            text, cut = _decoded_text(part, walk.limits.max_body_text_bytes, walk)
+            text, cut = _decoded_text(part, walk.limits.max_body_text_bytes, walk, leaf)
             bodies.plain.append(text)
         bodies.truncated |= cut
         return size
