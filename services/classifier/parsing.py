@@ -381,7 +381,7 @@ def _visit(part: Message, path: str, walk: _Walk, bodies: _Bodies | None) -> int
     here = path or "1"
     walk.attach(Attachment(here, filename, content_type, size, _content_id(part), disposition == "inline"))
     if content_type == "application/ms-tnef" or (filename or "").lower() == "winmail.dat":
-        _unpack_tnef(part, here, filename or "winmail.dat", size, walk)
+        _unpack_tnef(leaf, here, filename or "winmail.dat", size, walk)
     return size
 
 
@@ -405,13 +405,11 @@ def _visit_alternatives(children: list[Message], prefix: str, walk: _Walk, bodie
     return size
 
 
-def _unpack_tnef(part: Message, path: str, container: str, size: int, walk: _Walk) -> None:
+def _unpack_tnef(leaf: _LeafPayload, path: str, container: str, size: int, walk: _Walk) -> None:
     if size > MAX_TNEF_BYTES:
         walk.note(f"{container} larger than {MAX_TNEF_BYTES} bytes, not unpacked")
         return
-    data = part.get_payload(decode=True)
-    if not isinstance(data, bytes):
-        return
+    data = leaf.decoded()
     try:
         contents = read_tnef(data)
     except ValueError as error:
