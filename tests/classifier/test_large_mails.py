@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import base64
 import os
-import time
 import tracemalloc
 
 import pytest
@@ -33,20 +32,17 @@ def mail_with_attachment(attachment_bytes: int, text: str = "Siehe Anhang.") -> 
 def test_a_20_mb_attachment_is_measured_exactly_within_bounded_memory():
     raw = mail_with_attachment(20 * MIB)
     tracemalloc.start()
-    started = time.monotonic()
     try:
         parsed = parse_mail(raw)
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    elapsed = time.monotonic() - started
     (attachment,) = parsed.attachments
     assert (attachment.filename, attachment.size) == ("logs.zip", 20 * MIB)
     assert parsed.body_text == "Siehe Anhang."
     # The parser keeps the encoded attachment once (about 1.37 x 20 MiB) plus its line
     # list while reading it; decoding it would add another 20 MiB on top.
     assert peak < 3.5 * len(raw), f"peak {peak / MIB:.0f} MiB for a {len(raw) / MIB:.0f} MiB mail"
-    assert elapsed < 30
 
 
 def test_a_mail_over_the_hard_limit_is_dead_lettered_before_it_is_loaded(make_raw_record):

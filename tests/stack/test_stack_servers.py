@@ -7,7 +7,6 @@ import random
 import smtplib
 import socket
 import ssl
-import time
 import uuid
 import warnings
 from email.message import EmailMessage
@@ -31,11 +30,9 @@ def test_status_reports_every_component_running(local_stack: Stack):
     assert states == {"postgres": "running", "kafka": "running", "oidc": "running", "dovecot": "running", "smtp": "running"}
 
 
-def test_up_again_is_quick_and_keeps_the_processes(local_stack: Stack):
+def test_up_again_keeps_the_processes(local_stack: Stack):
     before = {name: c.running() for name, c in local_stack.components.items()}
-    started = time.monotonic()
     local_stack.up()
-    assert time.monotonic() - started < 5
     assert {name: c.running() for name, c in local_stack.components.items()} == before
 
 
