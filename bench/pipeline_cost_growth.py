@@ -228,6 +228,8 @@ def main() -> None:
     parser.add_argument("--mailboxes", type=int, nargs="*", default=[1000, 3000])
     parser.add_argument("--poll-seconds", type=float, default=150.0, help="how long the fetcher polls the mailboxes")
     args = parser.parse_args()
+    if args.poll_seconds < 1:
+        parser.error("--poll-seconds must be at least 1: the memory is sampled once a second")
 
     endpoints = Stack().endpoints
     # The stack's settings (key file, database, Kafka) as the services get them.
