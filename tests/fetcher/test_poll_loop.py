@@ -14,6 +14,7 @@ from mailintake.database import engine_for
 from mailintake.demo import demo_mail
 from mailintake.runtime.http_endpoint import Health
 from services.fetcher.tables import AccountStatus
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.stack
 
@@ -21,15 +22,6 @@ pytestmark = pytest.mark.stack
 def status(stack, account_id: str):
     with engine_for(stack.database_url).connect() as connection:
         return connection.execute(select(AccountStatus).where(AccountStatus.account_id == account_id)).first()
-
-
-def wait_for(condition, timeout: float):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if value := condition():
-            return value
-        time.sleep(0.05)
-    return None
 
 
 def test_a_hanging_server_holds_up_only_its_own_account(
