@@ -1,0 +1,68 @@
+"""The stream processor's outputs of one consumed batch share produce requests.
+
+Every produce request costs kafka-python a wake-up of its sender thread and a request
+built in Python. With the client's defaults (16 KiB batches, 5 ms linger) a request held
+two or three decisions of a few KiB, and the classifier spent about as much CPU producing
+as parsing (BENCHMARKS.md, the end-to-end pipeline). Here one consumed batch of 300
+records becomes 300 outputs of 4 KiB on one partition; the producer's own metrics tell
+how many went per request.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from kafka import KafkaProducer
+from kafka.admin import KafkaAdminClient, NewTopic
+from prometheus_client import REGISTRY
+
+from mailintake.runtime.http_endpoint import Health
+from mailintake.runtime.stream_processor import Output, StreamProcessor
+from tests.running_processor import ProcessorThread
+from tests.waiting import wait_for
+
+pytestmark = pytest.mark.stack
+
+RECORDS = 300
+
+
+def produced_by(service: str, topic: str) -> float:
+    """Outputs the processor counted as acknowledged (its metric)."""
+    return REGISTRY.get_sample_value("mailintake_records_produced_total", {"service": service, "topic": topic}) or 0
+
+
+def test_the_outputs_of_a_batch_go_many_to_a_request(stack, unique):
+    source, output = f"test.batching.in.{unique}", f"test.batching.out.{unique}"
+    admin = KafkaAdminClient(bootstrap_servers=stack.kafka_bootstrap)
+    admin.create_topics([NewTopic(t, 1, 1) for t in (source, output)])
+    admin.close()
+    producer = KafkaProducer(bootstrap_servers=stack.kafka_bootstrap)
+    for number in range(RECORDS):
+        producer.send(source, key=str(number).encode(), value=b"x", partition=0)
+    producer.flush()
+    producer.close()
+    body = os.urandom(4096)
+    service = f"batching-{unique}"
+    processor = StreamProcessor(
+        service=service,
+        source_topic=source,
+        group_id=f"batching-{unique}",
+        bootstrap_servers=stack.kafka_bootstrap,
+        decode=lambda value: value,
+        process=lambda value, message: [Output(output, message.key, body)],
+        health=Health(),
+    )
+    worker = ProcessorThread(processor)
+    try:
+        wait_for(lambda: produced_by(service, output) >= RECORDS or worker.failures, timeout=60)
+        metrics = processor._producer.metrics()["producer-metrics"]
+    finally:
+        worker.stop()
+        admin = KafkaAdminClient(bootstrap_servers=stack.kafka_bootstrap)
+        admin.delete_topics([source, output])
+        admin.close()
+    assert not worker.failures, f"the processor stopped: {worker.failures[0]!r}"
+    assert produced_by(service, output) == RECORDS
+    # With kafka-python's defaults this is 3 (a 16 KiB batch holds three 4 KiB records).
+    assert metrics["records-per-request-avg"] >= 30, metrics["records-per-request-avg"]
