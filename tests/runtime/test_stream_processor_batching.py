@@ -14,11 +14,11 @@ import os
 
 import pytest
 from kafka import KafkaProducer
-from kafka.admin import KafkaAdminClient, NewTopic
 from prometheus_client import REGISTRY
 
 from mailintake.runtime.http_endpoint import Health
 from mailintake.runtime.stream_processor import Output, StreamProcessor
+from tests.kafka_topics import topics_for_one_test
 from tests.running_processor import ProcessorThread
 from tests.waiting import wait_for
 
@@ -34,34 +34,29 @@ def produced_by(service: str, topic: str) -> float:
 
 def test_the_outputs_of_a_batch_go_many_to_a_request(stack, unique):
     source, output = f"test.batching.in.{unique}", f"test.batching.out.{unique}"
-    admin = KafkaAdminClient(bootstrap_servers=stack.kafka_bootstrap)
-    admin.create_topics([NewTopic(t, 1, 1) for t in (source, output)])
-    admin.close()
-    producer = KafkaProducer(bootstrap_servers=stack.kafka_bootstrap)
-    for number in range(RECORDS):
-        producer.send(source, key=str(number).encode(), value=b"x", partition=0)
-    producer.flush()
-    producer.close()
     body = os.urandom(4096)
     service = f"batching-{unique}"
-    processor = StreamProcessor(
-        service=service,
-        source_topic=source,
-        group_id=f"batching-{unique}",
-        bootstrap_servers=stack.kafka_bootstrap,
-        decode=lambda value: value,
-        process=lambda value, message: [Output(output, message.key, body)],
-        health=Health(),
-    )
-    worker = ProcessorThread(processor)
-    try:
-        wait_for(lambda: produced_by(service, output) >= RECORDS or worker.failures, timeout=60)
-        metrics = processor._producer.metrics()["producer-metrics"]
-    finally:
-        worker.stop()
-        admin = KafkaAdminClient(bootstrap_servers=stack.kafka_bootstrap)
-        admin.delete_topics([source, output])
-        admin.close()
+    with topics_for_one_test(stack.kafka_bootstrap, source, output):
+        producer = KafkaProducer(bootstrap_servers=stack.kafka_bootstrap)
+        for number in range(RECORDS):
+            producer.send(source, key=str(number).encode(), value=b"x", partition=0)
+        producer.flush()
+        producer.close()
+        processor = StreamProcessor(
+            service=service,
+            source_topic=source,
+            group_id=f"batching-{unique}",
+            bootstrap_servers=stack.kafka_bootstrap,
+            decode=lambda value: value,
+            process=lambda value, message: [Output(output, message.key, body)],
+            health=Health(),
+        )
+        worker = ProcessorThread(processor)
+        try:
+            wait_for(lambda: produced_by(service, output) >= RECORDS or worker.failures, timeout=60)
+            metrics = processor._producer.metrics()["producer-metrics"]
+        finally:
+            worker.stop()
     assert not worker.failures, f"the processor stopped: {worker.failures[0]!r}"
     assert produced_by(service, output) == RECORDS
     # With kafka-python's defaults this is 3 (a 16 KiB batch holds three 4 KiB records).

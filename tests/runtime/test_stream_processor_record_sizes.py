@@ -15,11 +15,11 @@ import time
 
 import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
-from kafka.admin import KafkaAdminClient, NewTopic
 
 from mailintake.contracts import InvalidMessage, decode_record
 from mailintake.runtime.http_endpoint import Health
 from mailintake.runtime.stream_processor import DLQ_TOPIC, MAX_REQUEST_BYTES, Output, StreamProcessor
+from tests.kafka_topics import topics_for_one_test
 from tests.running_processor import ProcessorThread
 
 pytestmark = pytest.mark.stack
@@ -47,9 +47,6 @@ def read_one(bootstrap: str, topic: str, key: bytes, timeout: float = 60) -> byt
 
 def test_records_up_to_the_topic_limit_are_produced_and_dead_lettered(stack, unique):
     source, output = f"test.sizes.in.{unique}", f"test.sizes.out.{unique}"
-    admin = KafkaAdminClient(bootstrap_servers=stack.kafka_bootstrap)
-    admin.create_topics([NewTopic(t, 1, 1, topic_configs=TOPIC_LIMIT) for t in (source, output)])
-    admin.close()
     big_output = os.urandom(3 * MIB // 2)
     undecodable = b"not avro " + os.urandom(6 * MIB // 5)
 
@@ -61,29 +58,27 @@ def test_records_up_to_the_topic_limit_are_produced_and_dead_lettered(stack, uni
     def process(value: bytes, _message) -> list[Output]:
         return [Output(output, b"big", big_output)]
 
-    processor = StreamProcessor(
-        service="test",
-        source_topic=source,
-        group_id=f"sizes-{unique}",
-        bootstrap_servers=stack.kafka_bootstrap,
-        decode=decode,
-        process=process,
-        health=Health(),
-    )
-    worker = ProcessorThread(processor)
-    producer = KafkaProducer(bootstrap_servers=stack.kafka_bootstrap, max_request_size=MAX_REQUEST_BYTES)
-    producer.send(source, key=b"first", value=b"a small record that becomes a big one", partition=0)
-    producer.send(source, key=b"second", value=undecodable, partition=0)
-    producer.flush()
-    producer.close()
-    try:
-        produced = read_one(stack.kafka_bootstrap, output, b"big")
-        letter_value = read_one(stack.kafka_bootstrap, DLQ_TOPIC, f"{source}:0:1".encode())
-    finally:
-        worker.stop()
-        admin = KafkaAdminClient(bootstrap_servers=stack.kafka_bootstrap)
-        admin.delete_topics([source, output])
-        admin.close()
+    with topics_for_one_test(stack.kafka_bootstrap, source, output, configs=TOPIC_LIMIT):
+        processor = StreamProcessor(
+            service="test",
+            source_topic=source,
+            group_id=f"sizes-{unique}",
+            bootstrap_servers=stack.kafka_bootstrap,
+            decode=decode,
+            process=process,
+            health=Health(),
+        )
+        worker = ProcessorThread(processor)
+        producer = KafkaProducer(bootstrap_servers=stack.kafka_bootstrap, max_request_size=MAX_REQUEST_BYTES)
+        producer.send(source, key=b"first", value=b"a small record that becomes a big one", partition=0)
+        producer.send(source, key=b"second", value=undecodable, partition=0)
+        producer.flush()
+        producer.close()
+        try:
+            produced = read_one(stack.kafka_bootstrap, output, b"big")
+            letter_value = read_one(stack.kafka_bootstrap, DLQ_TOPIC, f"{source}:0:1".encode())
+        finally:
+            worker.stop()
     assert not worker.failures, f"the processor stopped: {worker.failures[0]!r}"
     assert produced == big_output, "the 1.5 MiB output never arrived"
     assert letter_value is not None, "the 1.2 MiB record was not dead-lettered"
