@@ -207,7 +207,12 @@ def main() -> None:
     parser.add_argument("--mails", type=int, default=400)
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--big-mb", type=int, default=50)
-    parser.add_argument("--corpus", choices=sorted(CORPORA), default="typical", help="typical: 5-50 KB mixed mails (the default); plain-8bit: the end-to-end benchmark's mails")
+    parser.add_argument(
+        "--corpus",
+        choices=sorted(CORPORA),
+        default="typical",
+        help="typical: 5-50 KB mixed mails (the default); plain-8bit: the end-to-end benchmark's mails",
+    )
     args = parser.parse_args()
     speed = throughput(args.mails, args.rounds, args.corpus)
     memory = peak_memory(args.big_mb)
