@@ -4,9 +4,8 @@ Every produce request costs kafka-python a wake-up of its sender thread and a re
 built in Python. With the client's defaults (16 KiB batches, 5 ms linger) a request held
 two or three decisions of a few KiB; the classifier used 0.10-0.24 CPU s per 1,000 mails
 more with them (BENCHMARKS.md, the end-to-end pipeline, which also has a smaller change to
-the parse). Here one consumed batch of 300
-records becomes 300 outputs of 4 KiB on one partition; the producer's own metrics tell
-how many went per request.
+the parse). Here one consumed batch of 300 records becomes 300 outputs of 4 KiB on one
+partition; the producer's own metrics tell how many went per request.
 """
 
 from __future__ import annotations
