@@ -14,7 +14,7 @@ from mailintake.contracts import InvalidMessage
 from mailintake.contracts.records import DeadLetter, DlqReplay, decode_record, encode_record
 from mailintake.dead_letters.replay_plan import Replay
 from mailintake.dead_letters.selection import StoredLetter
-from mailintake.runtime.stream_processor import MAX_REQUEST_BYTES
+from mailintake.runtime.producer_sizes import MAX_REQUEST_BYTES
 
 DLQ_TOPIC = "mail.dlq"
 LEDGER_TOPIC = "mail.dlq.replays"

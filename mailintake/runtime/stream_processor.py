@@ -37,16 +37,11 @@ from mailintake.contracts import InvalidMessage
 from mailintake.contracts.records import DeadLetter, encode_record
 from mailintake.runtime.http_endpoint import Health
 from mailintake.runtime.offset_commits import CommitRetry
+from mailintake.runtime.producer_sizes import MAX_REQUEST_BYTES, PRODUCER_BATCH_BYTES
 
 RecordT = TypeVar("RecordT")
 
 DLQ_TOPIC = "mail.dlq"
-# The topic contracts allow records of 2 MiB (``max.message.bytes`` in schemas/), and a
-# dead letter carries a whole inline mail (up to 1.5 MiB) with its metadata. kafka-python
-# refuses a record over max_request_size before the broker sees it (1 MiB by default), so
-# the producer's limit is the topics' plus room for the request around it.
-MAX_REQUEST_BYTES = 2 * 1024 * 1024 + 256 * 1024
-PRODUCER_BATCH_BYTES = 1024 * 1024
 
 # One try of a commit; kafka-python's own default (the consumer's request timeout, five
 # minutes) would leave CommitRetry nothing to bound.

@@ -43,6 +43,7 @@ from mailintake.claim_check import ClaimCheckStore
 from mailintake.contracts.records import record_encoder
 from mailintake.database import engine_for
 from mailintake.runtime.http_endpoint import Health
+from mailintake.runtime.producer_sizes import PRODUCER_BATCH_BYTES
 from services.fetcher.account import OAUTH2_METHODS, Account, AccountProtocol
 from services.fetcher.account_store import AccountStore
 from services.fetcher.core import chunked, chunks_by_size, mail_record
@@ -162,7 +163,7 @@ class Fetcher:
             # the linger adds no latency, because the ack check starts with flush(), which
             # sends whatever is waiting at once (0, 20 and 100 ms measured alike on one
             # mailbox of 10,000 mails, where full batches go out while the next chunk is fetched).
-            batch_size=1024 * 1024,
+            batch_size=PRODUCER_BATCH_BYTES,
             linger_ms=100,
             # Room for a mail at the inline limit plus its envelope.
             max_request_size=settings.inline_limit_bytes + 256 * 1024,

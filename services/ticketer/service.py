@@ -74,10 +74,10 @@ from mailintake.contracts import InvalidMessage, get_topic, record_key
 from mailintake.contracts.records import Decision, MailClassified, record_decoder, record_encoder
 from mailintake.database import engine_for
 from mailintake.runtime.http_endpoint import Health
+from mailintake.runtime.producer_sizes import MAX_REQUEST_BYTES
 from mailintake.runtime.stream_processor import (
     BATCH_SECONDS,
     DEAD_LETTERED,
-    MAX_REQUEST_BYTES,
     RECORDS_IN,
     RECORDS_OUT,
     DlqLimit,

@@ -13,7 +13,7 @@ from mailintake.contracts.records import DeadLetter, MailRaw, SenderIdentity, Ti
 from mailintake.dead_letters.cli import dlq_app
 from mailintake.dead_letters.replay_plan import Replay, Skip, plan_replay
 from mailintake.dead_letters.selection import LetterFilter, StoredLetter, parse_time
-from mailintake.runtime.stream_processor import MAX_REQUEST_BYTES
+from mailintake.runtime.producer_sizes import MAX_REQUEST_BYTES
 
 NOW = dt.datetime(2024, 12, 10, 12, 0, tzinfo=dt.UTC)
 

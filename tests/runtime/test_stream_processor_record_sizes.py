@@ -18,7 +18,8 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from mailintake.contracts import InvalidMessage, decode_record
 from mailintake.runtime.http_endpoint import Health
-from mailintake.runtime.stream_processor import DLQ_TOPIC, MAX_REQUEST_BYTES, Output, StreamProcessor
+from mailintake.runtime.producer_sizes import MAX_REQUEST_BYTES
+from mailintake.runtime.stream_processor import DLQ_TOPIC, Output, StreamProcessor
 from tests.kafka_topics import topics_for_one_test
 from tests.running_processor import ProcessorThread
 
