@@ -385,8 +385,9 @@ class TicketerWorker:
         during a rebalance both can be taken, one by the revoke callback (which waits for
         the batch in flight) and one by a long poll; a batch that asked that thread for an
         offset then waited for the callback, and the rebalance for the batch, until the
-        callback gave up (half a session timeout, each time a replica joined). This client is in the group's name but never subscribes, so it
-        reads the group's offsets without joining it.
+        callback gave up (half a session timeout, each time a replica joined). This client
+        is in the group's name but never subscribes, so it reads the group's offsets
+        without joining it.
         """
         if self._offsets is None:
             reader = AIOKafkaConsumer(
