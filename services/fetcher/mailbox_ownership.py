@@ -30,11 +30,11 @@ import structlog
 from kafka import KafkaConsumer, KafkaProducer
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
 from kafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
-from kafka.partitioner.default import murmur2
 from prometheus_client import Gauge
 
 from mailintake.contracts import get_topic, record_key
 from mailintake.contracts.records import AccountNotice, encode_record
+from mailintake.runtime.key_partitioning import key_partition
 
 TOPIC = "accounts"
 
@@ -49,7 +49,7 @@ class OwnershipUnavailable(RuntimeError):
 
 def account_partition(account_id: str, partitions: int) -> int:
     """The partition of ``account_id``: what Kafka's default partitioner picks for the key."""
-    return (murmur2(account_id.encode("utf-8")) & 0x7FFFFFFF) % partitions
+    return key_partition(account_id.encode("utf-8"), partitions)
 
 
 class _Listener(ConsumerRebalanceListener):

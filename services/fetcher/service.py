@@ -43,6 +43,7 @@ from mailintake.claim_check import ClaimCheckStore
 from mailintake.contracts.records import record_encoder
 from mailintake.database import engine_for
 from mailintake.runtime.http_endpoint import Health
+from mailintake.runtime.key_partitioning import KeyPartitioner
 from mailintake.runtime.producer_sizes import PRODUCER_BATCH_BYTES
 from services.fetcher.account import OAUTH2_METHODS, Account, AccountProtocol
 from services.fetcher.account_store import AccountStore
@@ -167,6 +168,7 @@ class Fetcher:
             linger_ms=100,
             # Room for a mail at the inline limit plus its envelope.
             max_request_size=settings.inline_limit_bytes + 256 * 1024,
+            partitioner=KeyPartitioner(),
             # send() blocks while metadata is missing; bound that like every other wait.
             max_block_ms=int(settings.timeout_seconds * 1000),
         )

@@ -47,9 +47,9 @@ from typing import Any
 from faust.tables.table import Table
 from faust.types.windows import WindowT
 from faust.windows import Window
-from kafka.partitioner.default import murmur2
 from mode import want_seconds
 
+from mailintake.runtime.key_partitioning import key_partition
 from services.ticketer.core import bundle_window
 
 TABLE_NAME = "open-bundles"
@@ -59,7 +59,7 @@ TABLE_NAME = "open-bundles"
 def bundle_partition(bundle_key: str, partitions: int) -> int:
     """The ``mail.classified`` partition of records keyed ``bundle_key``: Kafka's default
     murmur2 partitioner, as kafka-python (the classifier's producer) and aiokafka compute it."""
-    return (murmur2(bundle_key.encode("utf-8")) & 0x7FFFFFFF) % partitions
+    return key_partition(bundle_key.encode("utf-8"), partitions)
 
 
 class PollCycleWindow(Window):

@@ -74,6 +74,7 @@ from mailintake.contracts import InvalidMessage, get_topic, record_key
 from mailintake.contracts.records import Decision, MailClassified, record_decoder, record_encoder
 from mailintake.database import engine_for
 from mailintake.runtime.http_endpoint import Health
+from mailintake.runtime.key_partitioning import aiokafka_key_partitioner
 from mailintake.runtime.producer_sizes import MAX_REQUEST_BYTES
 from mailintake.runtime.stream_processor import (
     BATCH_SECONDS,
@@ -164,6 +165,7 @@ class TicketerWorker:
             broker_heartbeat_interval=min(3.0, settings.session_timeout_seconds / 3),
             producer_acks=-1,
             producer_max_request_size=MAX_REQUEST_BYTES,
+            producer_partitioner=aiokafka_key_partitioner,
             key_serializer="raw",
             value_serializer="raw",
         )
