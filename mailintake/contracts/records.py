@@ -253,8 +253,9 @@ def record_encoder(topic_name: str) -> Callable[[TopicRecord], bytes]:
     """:func:`encode_record` for a batch of records of one topic.
 
     The codec is looked up once: the lookup reads the environment (schemas folder,
-    registry) and cost ~12 us a record, half as much as the encoding. Take a new one per
-    batch, not per process, so a changed environment still applies.
+    registry) and cost ~12 us a record, half as much as the encoding. It keeps the
+    environment of the moment it was made, so take one per batch or per stream processor,
+    not one for the whole program.
     """
     expected, codec = record_type(topic_name), codec_for(topic_name)
 

@@ -36,6 +36,7 @@ from prometheus_client import Counter, Histogram
 from mailintake.contracts import InvalidMessage
 from mailintake.contracts.records import DeadLetter, encode_record
 from mailintake.runtime.http_endpoint import Health
+from mailintake.runtime.key_partitioning import KeyPartitioner
 from mailintake.runtime.offset_commits import CommitRetry
 from mailintake.runtime.producer_sizes import MAX_REQUEST_BYTES, PRODUCER_BATCH_BYTES
 
@@ -191,6 +192,7 @@ class StreamProcessor(Generic[RecordT]):
             linger_ms=100,
             max_in_flight_requests_per_connection=5,
             max_request_size=MAX_REQUEST_BYTES,
+            partitioner=KeyPartitioner(),
         )
 
     def run(self, stop: threading.Event) -> None:
@@ -229,9 +231,14 @@ class StreamProcessor(Generic[RecordT]):
                 offsets[tp] = OffsetAndMetadata(message.offset + 1, "", -1)
             RECORDS_IN.labels(self.service, tp.topic).inc(len(messages))
         self._producer.flush()
-        for future, output in zip(futures, outputs):
-            future.get(timeout=30)  # raises if Kafka did not acknowledge: nothing gets committed
-            RECORDS_OUT.labels(self.service, output.topic).inc()
+        acknowledged: dict[str, int] = {}  # counted per topic: a labelled inc() costs ~1.3 us
+        try:
+            for future, output in zip(futures, outputs):
+                future.get(timeout=30)  # raises if Kafka did not acknowledge: nothing gets committed
+                acknowledged[output.topic] = acknowledged.get(output.topic, 0) + 1
+        finally:
+            for topic, count in acknowledged.items():
+                RECORDS_OUT.labels(self.service, topic).inc(count)
         self._commit(offsets)
         BATCH_SECONDS.labels(self.service).observe(time.monotonic() - started)
 

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from typing import cast
 
 from kafka.consumer.fetcher import ConsumerRecord
 
 from mailintake.claim_check import ClaimCheckStore
-from mailintake.contracts.records import ClaimCheck, MailRaw, decode_record
+from mailintake.contracts.records import ClaimCheck, MailRaw, record_decoder, record_encoder
 from mailintake.database import engine_for
 from mailintake.runtime.http_endpoint import Health
 from mailintake.runtime.stream_processor import DlqLimit, Output, StreamProcessor
@@ -18,18 +19,25 @@ from services.classifier.settings import ClassifierSettings
 SOURCE_TOPIC = "mail.raw"
 
 
+def raw_decoder() -> Callable[[bytes], MailRaw]:
+    """Decodes a ``mail.raw`` value into its typed record (``InvalidMessage`` if it is
+    none), with the codec looked up once rather than per record (~12 us each time)."""
+    return cast(Callable[[bytes], MailRaw], record_decoder(SOURCE_TOPIC))
+
+
 def decode_raw(data: bytes) -> MailRaw:
     """A ``mail.raw`` value as its typed record; ``InvalidMessage`` if it is none."""
-    return decode_record(SOURCE_TOPIC, data)  # type: ignore[return-value]
+    return raw_decoder()(data)
 
 
 def record_handler(
     classifier: Classifier, load_claim_check: Callable[[ClaimCheck], bytes]
 ) -> Callable[[MailRaw, ConsumerRecord], list[Output]]:
     """The ``process`` step of the stream loop (the tests and the benchmark run it too)."""
+    encode = record_encoder(OUTPUT_TOPIC)
 
     def handle(mail: MailRaw, _message: ConsumerRecord) -> list[Output]:
-        key, value = process(mail, classifier, load_claim_check)
+        key, value = process(mail, classifier, load_claim_check, encode)
         return [Output(OUTPUT_TOPIC, key, value)]
 
     return handle
@@ -42,7 +50,7 @@ def build_processor(settings: ClassifierSettings, health: Health) -> StreamProce
         source_topic=SOURCE_TOPIC,
         group_id=settings.group_id,
         bootstrap_servers=settings.kafka_bootstrap_servers,
-        decode=decode_raw,
+        decode=raw_decoder(),
         process=record_handler(Classifier.from_settings(settings), store.get),
         health=health,
         dlq_limit=DlqLimit(max_ratio=settings.max_dlq_ratio),
