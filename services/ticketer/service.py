@@ -57,6 +57,7 @@ partitions are revoked. faust's web server is off;
 from __future__ import annotations
 
 import asyncio
+import collections
 import sys
 import tempfile
 import threading
@@ -272,6 +273,7 @@ class TicketerWorker:
         outputs: list[Output] = []
         items: list[BatchItem] = []
         joinables: list[bool] = []
+        join_results: collections.Counter[str] = collections.Counter()
         decode_mail = record_decoder(SOURCE_TOPIC)
         for event in events:
             message = event.message
@@ -292,22 +294,27 @@ class TicketerWorker:
             self._dlq_limit.record(False)
             assert isinstance(mail, MailClassified)
             joinable = self._joinable(mail, message.partition)
-            items.append(BatchItem(mail, self._bundle_hint(mail, joinable)))
+            items.append(BatchItem(mail, self._bundle_hint(mail, joinable, join_results)))
             joinables.append(joinable)
         RECORDS_IN.labels(SERVICE, self.source_topic).inc(len(events))
+        for result, count in join_results.items():
+            BUNDLE_JOIN.labels(result).inc(count)
 
         handled: list[HandledMail] = []
         if items:
             loop = asyncio.get_running_loop()
             handled = await loop.run_in_executor(self._db, self._store.apply_batch, items)
         encode_event = record_encoder(OUTPUT_TOPIC)
+        outcomes: collections.Counter[tuple[str, str]] = collections.Counter()
         for result, joinable in zip(handled, joinables):
-            self._note(result)
+            outcomes[self._note(result)] += 1
             outputs.extend(Output(OUTPUT_TOPIC, record_key(e), encode_event(e)) for e in result.events)
             opened = result.opened_ticket
             if opened is not None and joinable:
                 change = self._join.remember(result.mail.bundle_key, result.mail.poll_cycle, opened)
                 outputs.append(Output(change.topic, change.key, change.value, change.partition))
+        for labels, count in outcomes.items():
+            OUTCOMES.labels(*labels).inc(count)
         return AppliedBatch(outputs, offsets, started)
 
     async def _finish(self, batch: AppliedBatch) -> None:
@@ -318,8 +325,9 @@ class TicketerWorker:
         try:
             sends = [await self.app.producer.send(o.topic, o.key, o.value, o.partition, None, None) for o in batch.outputs]
             await asyncio.gather(*sends)  # raises if Kafka did not acknowledge: nothing gets committed
-            for output in batch.outputs:
-                RECORDS_OUT.labels(SERVICE, output.topic).inc()
+            # Counted per topic: a labelled inc() costs ~1.3 us, and a mail has two or three outputs.
+            for topic, count in collections.Counter(output.topic for output in batch.outputs).items():
+                RECORDS_OUT.labels(SERVICE, topic).inc(count)
             if batch.offsets and not await self._commit_offsets(batch.offsets):
                 # A rebalance came first: ask the broker where to resume next time.
                 for tp in batch.offsets:
@@ -446,21 +454,22 @@ class TicketerWorker:
             and bundle_partition(mail.bundle_key, self._partitions) == partition
         )
 
-    def _bundle_hint(self, mail: MailClassified, joinable: bool) -> int | None:
+    def _bundle_hint(self, mail: MailClassified, joinable: bool, join_results: collections.Counter[str]) -> int | None:
         """What the window table says of a bundling new-ticket candidate; ``joinable`` is
-        :meth:`_joinable` of the mail on the partition it came from."""
+        :meth:`_joinable` of the mail on the partition it came from. The look-up's result
+        (hit, miss or not joinable) is counted in ``join_results``."""
         if not (mail.decision is Decision.NEW_TICKET and mail.ticket_options.auto_bundle and mail.bundle_key):
             return None
         if not joinable:
-            BUNDLE_JOIN.labels("not_joinable").inc()
+            join_results["not_joinable"] += 1
             return None
         found = self._join.lookup(mail.bundle_key, mail.poll_cycle)
-        BUNDLE_JOIN.labels("hit" if found is not None else "miss").inc()
+        join_results["hit" if found is not None else "miss"] += 1
         return found
 
-    def _note(self, result: HandledMail) -> None:
+    def _note(self, result: HandledMail) -> tuple[str, str]:
+        """Log the handled mail; return its outcome's metric labels (outcome, replay)."""
         outcome = result.events[-1]
-        OUTCOMES.labels(outcome.kind.value, str(not result.written).lower()).inc()
         log.info(
             "mail.handled",
             account_id=result.mail.account_id,
@@ -471,6 +480,7 @@ class TicketerWorker:
             ticket_number=outcome.ticket_number,
             replay=not result.written,
         )
+        return outcome.kind.value, str(not result.written).lower()
 
     def _maybe_prune(self) -> None:
         if time.monotonic() - self._last_prune >= PRUNE_EVERY_SECONDS:
