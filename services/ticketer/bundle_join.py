@@ -58,7 +58,8 @@ TABLE_NAME = "open-bundles"
 @functools.lru_cache(maxsize=65536)
 def bundle_partition(bundle_key: str, partitions: int) -> int:
     """The ``mail.classified`` partition of records keyed ``bundle_key``: Kafka's default
-    murmur2 partitioner, as kafka-python (the classifier's producer) and aiokafka compute it."""
+    murmur2 partitioning, which the classifier's producer uses (``KeyPartitioner``) and
+    any other Kafka client would too."""
     return key_partition(bundle_key.encode("utf-8"), partitions)
 
 
