@@ -297,8 +297,8 @@ class TicketerWorker:
             items.append(BatchItem(mail, self._bundle_hint(mail, joinable, join_results)))
             joinables.append(joinable)
         RECORDS_IN.labels(SERVICE, self.source_topic).inc(len(events))
-        for result, count in join_results.items():
-            BUNDLE_JOIN.labels(result).inc(count)
+        for join_result, count in join_results.items():
+            BUNDLE_JOIN.labels(join_result).inc(count)
 
         handled: list[HandledMail] = []
         if items:
