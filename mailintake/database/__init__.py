@@ -7,8 +7,10 @@ the migrations in ``migrations/`` are the only way the schema changes.
 from __future__ import annotations
 
 from functools import cache
+from typing import Any
 
-from sqlalchemy import Engine, MetaData, create_engine
+from psycopg.types.array import ListBinaryDumper
+from sqlalchemy import Engine, MetaData, create_engine, event
 from sqlalchemy.orm import DeclarativeBase
 
 # Deterministic constraint names, so migrations can refer to them.
@@ -29,4 +31,17 @@ class Base(DeclarativeBase):
 def engine_for(url: str) -> Engine:
     """One pooled engine per URL per process."""
     # pool_pre_ping: a PostgreSQL restart must not surface as a failed first statement.
-    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
+    engine = create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
+    event.listen(engine, "connect", _send_lists_as_binary_arrays)
+    return engine
+
+
+def _send_lists_as_binary_arrays(dbapi_connection: Any, _record: Any) -> None:
+    """List parameters go to PostgreSQL as binary arrays.
+
+    psycopg sends a list as a text array by default, quoting and escaping every element
+    in Python: ~6 us an element for a bundle key (a JSON array, full of quotes), against
+    ~0.2 us in binary; the ticketer looks up each batch's keys, senders and mails by array.
+    COPY is unaffected: it asks for text dumpers by name.
+    """
+    dbapi_connection.adapters.register_dumper(list, ListBinaryDumper)
