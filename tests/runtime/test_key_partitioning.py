@@ -27,9 +27,14 @@ def test_murmur2_is_both_clients_murmur2():
 
 def test_murmur2_of_the_java_clients_test_vectors():
     # Values from Kafka's own UtilsTest.testMurmur2, as signed 32-bit ints there.
-    vectors = {b"21": -973932308, b"foobar": -790332482, b"a-little-bit-long-string": -985981536,
-               b"a-little-bit-longer-string": -1486304829, b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8": -58897971,
-               b"abc": 479470107}
+    vectors = {
+        b"21": -973932308,
+        b"foobar": -790332482,
+        b"a-little-bit-long-string": -985981536,
+        b"a-little-bit-longer-string": -1486304829,
+        b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8": -58897971,
+        b"abc": 479470107,
+    }
     for key, signed in vectors.items():
         assert murmur2(key) == signed & 0xFFFFFFFF
 
