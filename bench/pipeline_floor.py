@@ -97,14 +97,14 @@ def fetch_stage(endpoints, users, bootstrap: str, topic: str) -> int:
         client.select_folder("INBOX")
         uids = sorted(client.search(["ALL"]))
         for start in range(0, len(uids), BATCH):
-            chunk = uids[start : start + BATCH]
+            chunk, futures = uids[start : start + BATCH], []
             for uid, data in client.fetch(chunk, ["BODY.PEEK[]"]).items():
                 raw = data[b"BODY[]"]
                 source_id = f"imap:{box}:{uid}"
                 value = codec.encode_valid(dict(template, account_id=f"floor-{box}", source_id=source_id, size=len(raw), raw=raw))
-                producer.send(topic, key=source_id.encode(), value=value)
-                sent += 1
+                futures.append(producer.send(topic, key=source_id.encode(), value=value))
             producer.flush()
+            sent += sum(1 for future in futures if future.get(timeout=30))
             client.add_flags(chunk, [SEEN])  # the accounts' default after-fetch action, once acknowledged
         client.logout()
     producer.close()
@@ -123,15 +123,16 @@ def classify_stage(bootstrap: str, source: str, target: str, outputs: dict[bytes
     )
     done = 0
     while done < total:
+        futures = []
         for records in consumer.poll(timeout_ms=500).values():
             for record in records:
                 datum = codec.decode(record.value)
                 parser = BytesFeedParser(policy=DEFAULT_POLICY)
                 parser.feed(datum["raw"])
                 parser.close()
-                producer.send(target, key=record.key, value=outputs[record.key])
-                done += 1
+                futures.append(producer.send(target, key=record.key, value=outputs[record.key]))
         producer.flush()
+        done += sum(1 for future in futures if future.get(timeout=30))
         consumer.commit()
     consumer.close()
     producer.close()
