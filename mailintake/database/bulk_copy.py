@@ -8,6 +8,10 @@ with everything else in it. Errors come back as SQLAlchemy's :class:`DBAPIError`
 (``IntegrityError`` for a unique violation, with the psycopg error as ``orig``), as an
 ``INSERT`` through SQLAlchemy would raise them.
 
+The rows go in COPY's binary format, each value by the binary dumper of its column's
+type: the text format escapes every field in Python, ~7.7 us a row of a 4 KB mail body
+against ~2.7 us in binary, and the server parses each field's text again.
+
 ``COPY`` has no ``ON CONFLICT`` and no ``RETURNING``: it is for plain inserts whose
 conflicts are errors. Server-side column defaults apply to the columns left out;
 SQLAlchemy's client-side defaults do not, so tables written this way keep theirs on
@@ -16,15 +20,21 @@ the server.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
-from sqlalchemy import Connection, Table
+from sqlalchemy import Column, Connection, Dialect, Table
 from sqlalchemy.dialects.postgresql import JSON, JSONB
 from sqlalchemy.exc import DBAPIError
+
+
+def _type_name(column: Column, dialect: Dialect) -> str:
+    """The PostgreSQL type of ``column`` as psycopg names it: ``VARCHAR(200)`` is ``varchar``."""
+    return re.sub(r"\(.*?\)", "", column.type.compile(dialect=dialect)).strip().lower()
 
 
 def copy_rows(connection: Connection, table: Table, rows: Sequence[Mapping[str, Any]]) -> None:
@@ -36,7 +46,8 @@ def copy_rows(connection: Connection, table: Table, rows: Sequence[Mapping[str, 
     if unknown:
         raise ValueError(f"{table.name} has no column {', '.join(unknown)}")
     as_json = [isinstance(table.columns[name].type, JSON | JSONB) for name in names]
-    statement = sql.SQL("COPY {} ({}) FROM STDIN").format(
+    types = [_type_name(table.columns[name], connection.dialect) for name in names]
+    statement = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(
         sql.Identifier(table.name), sql.SQL(", ").join(sql.Identifier(name) for name in names)
     )
     driver_connection = connection.connection.driver_connection
@@ -44,10 +55,16 @@ def copy_rows(connection: Connection, table: Table, rows: Sequence[Mapping[str, 
     cursor = driver_connection.cursor()
     try:
         with cursor.copy(statement) as copy:
+            copy.set_types(types)
             for row in rows:
-                copy.write_row(
-                    [Jsonb(row[name]) if json and row[name] is not None else row[name] for name, json in zip(names, as_json)]
-                )
+                values = [Jsonb(row[name]) if json and row[name] is not None else row[name] for name, json in zip(names, as_json)]
+                try:
+                    copy.write_row(values)
+                except (TypeError, ValueError, OverflowError) as error:
+                    # The binary dumpers refuse a value of the wrong type here, before the
+                    # server sees it; raised as the server's refusal would be, a DataError.
+                    columns = ", ".join(f"{name} {type_name}" for name, type_name in zip(names, types))
+                    raise psycopg.DataError(f"a value does not fit its column ({columns}): {error}") from error
     except psycopg.Error as error:
         disconnected = connection.dialect.is_disconnect(error, driver_connection, cursor)
         raise DBAPIError.instance(

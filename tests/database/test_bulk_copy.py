@@ -3,11 +3,12 @@ is SQLAlchemy's IntegrityError and rolls the whole transaction back."""
 
 from __future__ import annotations
 
+import psycopg
 import pytest
 from psycopg import errors as pg_errors
 from sqlalchemy import BigInteger, Column, DateTime, MetaData, Table, Text, func, insert, select
 from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from mailintake.database import engine_for
 from mailintake.database.bulk_copy import copy_rows
@@ -73,3 +74,26 @@ def test_an_unknown_column_is_named_and_no_rows_is_nothing(table):
         copy_rows(connection, t, [])
     with engine.connect() as connection:
         assert connection.execute(select(func.count()).select_from(t)).scalar() == 0
+
+
+def test_rows_go_in_copys_binary_format(table, monkeypatch):
+    engine, t = table
+    statements = []
+    real_copy = psycopg.Cursor.copy
+
+    def recording_copy(cursor, statement, *args, **kwargs):  # noqa: ANN001, ANN202
+        statements.append(statement.as_string(cursor.connection))
+        return real_copy(cursor, statement, *args, **kwargs)
+
+    monkeypatch.setattr(psycopg.Cursor, "copy", recording_copy)
+    with engine.begin() as connection:
+        copy_rows(connection, t, [{"id": 1, "name": "one", "payload": {"n": 1}}])
+    assert len(statements) == 1 and statements[0].endswith("FROM STDIN (FORMAT BINARY)")
+
+
+def test_a_value_of_the_wrong_type_is_a_dbapi_error_naming_the_statement(table):
+    engine, t = table
+    with pytest.raises(DBAPIError, match="COPY") as raised:
+        with engine.begin() as connection:
+            copy_rows(connection, t, [{"id": "not a number", "name": "x", "payload": None}])
+    assert isinstance(raised.value.orig, psycopg.Error)
