@@ -2,7 +2,7 @@
 
 PostgreSQL compresses a value once its row passes ~2 KB, with pglz unless the column says
 otherwise. A mail's body is that large, and pglz cost the server's backend ~60 us of CPU
-per 4 KB body written, against ~22 us with lz4 (``bench/postgres_body_compression.py``),
+per 4 KB body written, against ~22 us with lz4 (``bench/postgres_body_writes.py``),
 for about 40 % more space on those bodies. The database server's CPU is what the ticketer
 waits on; its disk is cheaper. Values already stored keep their compression; new ones get lz4.
 
