@@ -1,5 +1,6 @@
-"""copy_rows on the stack's PostgreSQL: rows, JSONB and server defaults arrive; a conflict
-is SQLAlchemy's IntegrityError and rolls the whole transaction back."""
+"""copy_rows on the stack's PostgreSQL: rows (in COPY's binary format), JSONB and server
+defaults arrive; a conflict is SQLAlchemy's IntegrityError and rolls the whole transaction
+back; a value of the wrong type is a DBAPIError too."""
 
 from __future__ import annotations
 
@@ -91,9 +92,9 @@ def test_rows_go_in_copys_binary_format(table, monkeypatch):
     assert len(statements) == 1 and statements[0].endswith("FROM STDIN (FORMAT BINARY)")
 
 
-def test_a_value_of_the_wrong_type_is_a_dbapi_error_naming_the_statement(table):
+def test_a_value_of_the_wrong_type_is_a_data_error_naming_the_statement(table):
     engine, t = table
     with pytest.raises(DBAPIError, match="COPY") as raised:
         with engine.begin() as connection:
             copy_rows(connection, t, [{"id": "not a number", "name": "x", "payload": None}])
-    assert isinstance(raised.value.orig, psycopg.Error)
+    assert isinstance(raised.value.orig, psycopg.DataError)

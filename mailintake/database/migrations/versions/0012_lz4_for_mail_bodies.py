@@ -6,8 +6,9 @@ per 4 KB body written, against ~22 us with lz4 (``bench/postgres_body_writes.py`
 for about 40 % more space on those bodies. The database server's CPU is what the ticketer
 waits on; its disk is cheaper. Values already stored keep their compression; new ones get lz4.
 
-lz4 needs PostgreSQL 14 or newer built with it (Debian's packages and the PostgreSQL project's are). On a
-server without it the columns stay as they are, and the migration says so in the log.
+lz4 needs PostgreSQL 14 or newer built with it (Debian's packages and the PostgreSQL
+project's are). On a server without it the columns stay as they are, and the migration
+says so in the log.
 
 Revision ID: 0012
 Revises: 0011
