@@ -53,7 +53,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from kafka import KafkaConsumer, TopicPartition  # noqa: E402
-from kafka.admin import KafkaAdminClient  # noqa: E402
 from sqlalchemy import func, select  # noqa: E402
 
 from bench.fetcher_throughput import bare_fetch, fill_mailbox, realistic_mail  # noqa: E402
@@ -69,7 +68,7 @@ from services.fetcher.password_cipher import cipher_from_settings  # noqa: E402
 from services.fetcher.settings import AccountEncryptionSettings  # noqa: E402
 from services.ticketer.tables import ProcessedMail  # noqa: E402
 from tests.database_schemas import migrated_schema  # noqa: E402
-from tests.ticketer.running_ticketer import free_port, place_group_at_end  # noqa: E402
+from tests.ticketer.running_ticketer import delete_group_and_topics, free_port, place_group_at_end  # noqa: E402
 
 POLL_INTERVAL_SECONDS = 5
 SERVICES = ("fetcher", "classifier", "ticketer")
@@ -163,9 +162,9 @@ class Pipeline:
                 raise SystemExit(f"the {service} exited with {process.returncode}:\n{tail}")
 
     def stop(self) -> None:
-        """Stop the processes, then delete the topics faust made for the run's ticketer group
-        (its window table's changelog and the assignor's): left behind, every run added a dozen
-        partitions to the broker for good."""
+        """Stop the processes, then delete the run's consumer groups and the topics faust
+        made for its ticketer group (the window table's changelog, the assignor's): left
+        behind, every run added a dozen partitions to the broker for good."""
         for process in self.processes.values():
             if process.poll() is None:
                 process.send_signal(signal.SIGTERM)
@@ -174,16 +173,10 @@ class Pipeline:
                 process.wait(60)
             except subprocess.TimeoutExpired:
                 process.kill()
-        group = self.env.get("MAILINTAKE_TICKETER_GROUP_ID")
-        if "ticketer" in self.replicas and group:
-            admin = KafkaAdminClient(bootstrap_servers=self.env["MAILINTAKE_KAFKA_BOOTSTRAP_SERVERS"])
-            try:
-                run_topics = [topic for topic in admin.list_topics() if topic.startswith(f"{group}-")]
-                if run_topics:
-                    admin.delete_topics(run_topics)
-            finally:
-                admin.close()
-
+        for service in self.replicas:
+            group = self.env.get(f"MAILINTAKE_{service.upper()}_GROUP_ID")
+            if group:
+                delete_group_and_topics(self.env["MAILINTAKE_KAFKA_BOOTSTRAP_SERVERS"], group)
 
 def committed(engine, account_ids: list[str]) -> int:
     with engine.connect() as connection:

@@ -70,6 +70,7 @@ from services.classifier.parsing import DEFAULT_POLICY
 from services.classifier.service import raw_decoder
 from services.classifier.settings import ClassifierSettings
 from tests.database_schemas import migrated_schema
+from tests.ticketer.running_ticketer import delete_group_and_topics
 
 BATCH = 500
 TARGET_RATIO = 0.25
@@ -238,6 +239,8 @@ def main() -> None:
     finally:
         admin.delete_topics(list(topics.values()))
         admin.close()
+        for stage in ("classify", "ticket"):
+            delete_group_and_topics(bootstrap, f"floor-{run}-{stage}")
 
     per_mail = {stage: sum(cpu.values()) / total for stage, cpu in stages.items()}
     floor = sum(per_mail.values())
