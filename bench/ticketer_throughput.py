@@ -3,7 +3,9 @@
     .venv/bin/python bench/ticketer_throughput.py [--mails 20000] [--replicas 1[,2...]] [--rounds 1]
                                                   [--collector tuned|default] [--worker-log-level WARNING|INFO]
 
-Three kinds of measurement in one run, on the same PostgreSQL:
+Three kinds of measurement in one run, on the same PostgreSQL, in a schema of the run's
+own (dropped at the end; until 2026-11-30 the runs wrote to the stack's ``public`` schema
+and left their rows there, so each run met larger tables than the one before):
 
 1. **bare INSERT**: the rows the ticketer writes for a new ticket (ticket, first step,
    ledger row with its events), inserted in batches of ``max_batch`` rows per table and
@@ -64,6 +66,7 @@ from services.ticketer.core import format_reference  # noqa: E402
 from services.ticketer.service import GIL_SWITCH_INTERVAL_SECONDS, TicketerWorker  # noqa: E402
 from services.ticketer.settings import TicketerSettings  # noqa: E402
 from services.ticketer.tables import TICKET_NUMBER_SEQUENCE, ProcessedMail, Ticket, TicketStep, User  # noqa: E402
+from tests.database_schemas import migrated_schema  # noqa: E402
 
 
 POLL_SECONDS = 0.1
@@ -229,7 +232,8 @@ def group_is_whole(admin: KafkaAdminClient, group: str, members: int) -> bool:
 
 
 def through_ticketer(
-    endpoints, records: list[MailClassified], run: str, label: str, replicas: int, collector: str, log_level: str
+    endpoints, database_url: str, records: list[MailClassified], run: str, label: str, replicas: int, collector: str,
+    log_level: str,
 ) -> tuple[float, float]:
     """Seconds from the first to the last of ``records`` handled by ``replicas`` ticketer
     processes, and the CPU seconds (user + system) the processes used meanwhile.
@@ -245,12 +249,12 @@ def through_ticketer(
     admin.create_topics([NewTopic(topic, get_topic("mail.classified").partitions, 1)])
     encoded = [(record_key(mail), encode_record("mail.classified", mail)) for mail in records]
 
-    engine = engine_for(endpoints.database_url)
+    engine = engine_for(database_url)
     account = records[0].account_id
     spawn = multiprocessing.get_context("spawn")
     start, stop = spawn.Barrier(replicas), spawn.Event()
     processes = [
-        spawn.Process(target=run_replica, args=(endpoints.kafka_bootstrap, endpoints.database_url, group, topic, start, stop, collector, log_level))
+        spawn.Process(target=run_replica, args=(endpoints.kafka_bootstrap, database_url, group, topic, start, stop, collector, log_level))
         for _ in range(replicas)
     ]
     for process in processes:
@@ -319,8 +323,14 @@ def main() -> None:
     )
     args = parser.parse_args()
     endpoints = Stack().up()
+    with migrated_schema(endpoints.database_url, "ticketer_bench") as database_url:
+        measure(endpoints, database_url, args)
+
+
+def measure(endpoints, database_url: str, args: argparse.Namespace) -> None:
+    """The bench's measurements, on the PostgreSQL schema at ``database_url``."""
     settings = TicketerSettings(
-        kafka_bootstrap_servers=endpoints.kafka_bootstrap, database_url=endpoints.database_url, log_level="WARNING"
+        kafka_bootstrap_servers=endpoints.kafka_bootstrap, database_url=database_url, log_level="WARNING"
     )
     from mailintake.runtime.logs import configure_logging
 
@@ -328,7 +338,7 @@ def main() -> None:
     # describe_groups cannot decode the metadata of faust's own assignor and warns about it
     # at every look; the group state and members it needs are decoded all the same.
     logging.getLogger("kafka.admin").setLevel(logging.ERROR)
-    engine = engine_for(endpoints.database_url)
+    engine = engine_for(database_url)
     run = uuid.uuid4().hex[:8]
     with engine.begin() as connection:
         fallback_id = connection.scalar(insert(User).values(login=f"bench-{run}", email=f"bench-{run}@bench.test").returning(User.id))
@@ -339,7 +349,7 @@ def main() -> None:
         nonlocal bare_runs
         bare_runs += 1
         return bare_insert_rate(
-            endpoints.database_url, f"{run}b{bare_runs}", args.mails, settings.max_batch, clients, fallback_id, args.collector
+            database_url, f"{run}b{bare_runs}", args.mails, settings.max_batch, clients, fallback_id, args.collector
         )
 
     print(f"mails per measurement: {args.mails}, batch: {settings.max_batch}, ticketer replicas: {args.replicas}")
@@ -352,7 +362,7 @@ def main() -> None:
             label = f"new{round_number}x{count}"
             bare_before = bare_rate(count)
             seconds, cpu = through_ticketer(
-                endpoints, mails(f"{run}{label}", args.mails, bundled=False), run, label, count,
+                endpoints, database_url, mails(f"{run}{label}", args.mails, bundled=False), run, label, count,
                 args.collector, args.worker_log_level,
             )
             bare_after = bare_rate(count)
@@ -362,7 +372,7 @@ def main() -> None:
     summary = {}
     for count in args.replicas:
         seconds, _ = through_ticketer(
-            endpoints, mails(f"{run}bundled{count}", args.mails, bundled=True), run, f"bundled{count}", count,
+            endpoints, database_url, mails(f"{run}bundled{count}", args.mails, bundled=True), run, f"bundled{count}", count,
             args.collector, args.worker_log_level,
         )
         bundled_rate = args.mails / seconds
