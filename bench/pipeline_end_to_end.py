@@ -178,6 +178,7 @@ class Pipeline:
             if group:
                 delete_group_and_topics(self.env["MAILINTAKE_KAFKA_BOOTSTRAP_SERVERS"], group)
 
+
 def committed(engine, account_ids: list[str]) -> int:
     with engine.connect() as connection:
         return connection.scalar(
