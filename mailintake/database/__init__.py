@@ -42,6 +42,6 @@ def _send_lists_as_binary_arrays(dbapi_connection: Any, _record: Any) -> None:
     psycopg sends a list as a text array by default, quoting and escaping every element
     in Python: ~6 us an element for a bundle key (a JSON array, full of quotes), against
     ~0.2 us in binary; the ticketer looks up each batch's keys, senders and mails by array.
-    COPY is unaffected: it asks for text-format dumpers.
+    COPY (``bulk_copy``) is unaffected: it takes its dumpers from the columns' types.
     """
     dbapi_connection.adapters.register_dumper(list, ListBinaryDumper)
