@@ -23,13 +23,13 @@ WORDS = ["Drucker", "Etage", "kaputt", "Grüße", "bitte", "prüfen", "Toner", "
 
 def _compression_by_column(url: str) -> dict[tuple[str, str], str]:
     """pg_attribute.attcompression of each column of COMPRESSED_COLUMNS: 'l' for lz4, '' for the default."""
+    wanted = ", ".join(f"('{table}', '{column}')" for table, column in COMPRESSED_COLUMNS)
     with engine_for(url).connect() as connection:
         rows = connection.execute(
             text(
                 "SELECT c.relname, a.attname, a.attcompression FROM pg_attribute a "
                 "JOIN pg_class c ON c.oid = a.attrelid "
-                "WHERE c.relnamespace = current_schema()::regnamespace AND (c.relname, a.attname) IN "
-                "(('claim_checks', 'content'), ('outbound_mails', 'body_text'), ('ticket_steps', 'body_text'))"
+                f"WHERE c.relnamespace = current_schema()::regnamespace AND (c.relname, a.attname) IN ({wanted})"
             )
         )
         return {(table, column): compression for table, column, compression in rows}
