@@ -86,12 +86,22 @@ def _raw_template() -> dict:
     return mail.model_dump()
 
 
-def fetch_stage(endpoints, users, bootstrap: str, topic: str) -> int:
-    codec, template = codec_for("mail.raw"), _raw_template()
-    producer = KafkaProducer(
+def _raw_value(codec, template: dict, box: int, source_id: str, raw: bytes) -> bytes:
+    """The ``mail.raw`` value of mail ``raw`` of mailbox ``box``."""
+    return codec.encode_valid(dict(template, account_id=f"floor-{box}", source_id=source_id, size=len(raw), raw=raw))
+
+
+def _producer(bootstrap: str) -> KafkaProducer:
+    """A kafka-python producer with the fetcher's and the stream processor's settings."""
+    return KafkaProducer(
         bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, batch_size=PRODUCER_BATCH_BYTES,
         linger_ms=100, max_request_size=8 << 20,
     )
+
+
+def fetch_stage(endpoints, users, bootstrap: str, topic: str, total: int) -> None:
+    codec, template = codec_for("mail.raw"), _raw_template()
+    producer = _producer(bootstrap)
     sent = 0
     for box, user in enumerate(users):
         client = _imap(endpoints, user.name, user.password)
@@ -102,14 +112,15 @@ def fetch_stage(endpoints, users, bootstrap: str, topic: str) -> int:
             for uid, data in client.fetch(chunk, ["BODY.PEEK[]"]).items():
                 raw = data[b"BODY[]"]
                 source_id = f"imap:{box}:{uid}"
-                value = codec.encode_valid(dict(template, account_id=f"floor-{box}", source_id=source_id, size=len(raw), raw=raw))
+                value = _raw_value(codec, template, box, source_id, raw)
                 futures.append(producer.send(topic, key=source_id.encode(), value=value))
             producer.flush()
             sent += sum(1 for future in futures if future.get(timeout=30))
             client.add_flags(chunk, [SEEN])  # the accounts' default after-fetch action, once acknowledged
         client.logout()
     producer.close()
-    return sent
+    if sent != total:
+        raise SystemExit(f"the fetch stage had {sent} of {total} mails acknowledged")
 
 
 def classify_stage(bootstrap: str, source: str, target: str, outputs: dict[bytes, bytes], total: int, group: str) -> None:
@@ -118,10 +129,7 @@ def classify_stage(bootstrap: str, source: str, target: str, outputs: dict[bytes
         source, bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False, auto_offset_reset="earliest",
         max_poll_records=BATCH, isolation_level="read_committed",
     )
-    producer = KafkaProducer(
-        bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, batch_size=PRODUCER_BATCH_BYTES,
-        linger_ms=100, max_request_size=8 << 20,
-    )
+    producer = _producer(bootstrap)
     done = 0
     while done < total:
         futures = []
@@ -209,7 +217,7 @@ def main() -> None:
     for box, box_mails in enumerate(mails):
         for uid, raw in enumerate(box_mails, 1):
             source_id = f"imap:{box}:{uid}"
-            value = codec.encode_valid(dict(template, account_id=f"floor-{box}", source_id=source_id, size=len(raw), raw=raw))
+            value = _raw_value(codec, template, box, source_id, raw)
             outputs[source_id.encode()] = process(decode_raw(value), classifier, _no_claim_check)[1]
 
     topics = {name: f"floor-{run}-{name}" for name in ("mail.raw", "mail.classified", "ticket.events")}
@@ -228,7 +236,7 @@ def main() -> None:
                 bare_fetch(endpoints, user.name, user.password, BATCH)
             bare = total / (time.monotonic() - started)
             stages = {
-                "fetch": measured(stack, lambda: fetch_stage(endpoints, users, bootstrap, topics["mail.raw"])),
+                "fetch": measured(stack, lambda: fetch_stage(endpoints, users, bootstrap, topics["mail.raw"], total)),
                 "classify": measured(stack, lambda: classify_stage(
                     bootstrap, topics["mail.raw"], topics["mail.classified"], outputs, total, f"floor-{run}-classify"
                 )),
