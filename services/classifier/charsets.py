@@ -73,13 +73,19 @@ def codec_name(declared: str | None) -> str | None:
         return None
 
 
-def decode_text(data: bytes, declared: str | None = None) -> tuple[str, str]:
+def decode_text(data: bytes, declared: str | None = None, *, cut: bool = False) -> tuple[str, str]:
     """``data`` as text and the codec that decoded it (see the module docstring for the order).
+
+    ``cut``: ``data`` is the start of a longer text, so it may end inside a multi-byte
+    character; that character is left out rather than taken for a sign of another
+    charset (which would garble the whole text).
 
     >>> decode_text("Grüße".encode("utf-8"), "iso-8859-1")
     ('Grüße', 'utf-8')
     >>> decode_text("Grüße".encode("cp1252"), None)
     ('Grüße', 'cp1252')
+    >>> decode_text("Grüße".encode("utf-8")[:3], "utf-8", cut=True)
+    ('Gr', 'utf-8')
     """
     codec = codec_name(declared)
     if data.isascii() and codec not in _SEVEN_BIT:
@@ -92,6 +98,8 @@ def decode_text(data: bytes, declared: str | None = None) -> tuple[str, str]:
     candidates.extend(FALLBACK_CHARSETS)
     for candidate in candidates:
         try:
+            if cut:
+                return codecs.getincrementaldecoder(candidate)().decode(data, final=False), candidate
             return data.decode(candidate), candidate
         except (UnicodeDecodeError, LookupError):
             continue

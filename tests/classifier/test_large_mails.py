@@ -87,3 +87,56 @@ def test_long_bodies_are_cut_to_the_limits_and_marked(make_raw_record):
     assert 2000 < len(decision.body_text.encode()) <= 2048
     assert decision.body_text.startswith("Zeile mit Umlauten äöü\n")
     assert len(decision.body_html.encode()) <= 4096
+
+
+@pytest.mark.parametrize("encoding", ["8bit", "binary", "7bit"])
+@pytest.mark.parametrize(
+    ("charset", "line"),
+    [("utf-8", "Grüße aus Köln ✓"), ("iso-8859-1", "café crème brûlée"), ("windows-1251", "Привет из Москвы")],
+)
+@pytest.mark.parametrize("lines", [3, 2_000])
+def test_8bit_bodies_are_read_by_their_charset_short_or_over_the_limit(encoding, charset, line, lines):
+    # Under an identity transfer encoding the body's bytes are read as they are (no
+    # decoding by the stdlib), whether the whole mail fits the limit or not; a body over
+    # the limit is cut before it is decoded.
+    limits = ParseLimits(max_body_text_bytes=4096)
+    text = "\r\n".join([line] * lines)
+    raw = (
+        f"From: a@example.com\r\nSubject: s\r\nMIME-Version: 1.0\r\n"
+        f"Content-Type: text/plain; charset={charset}\r\nContent-Transfer-Encoding: {encoding}\r\n\r\n"
+    ).encode() + text.encode(charset)
+    parsed = parse_mail(raw, limits)
+    expected = "\n".join([line] * lines)
+    if lines == 3:
+        assert parsed.body_text == expected
+        assert not parsed.body_truncated
+    else:
+        assert parsed.body_truncated
+        assert 4000 < len(parsed.body_text.encode()) <= 4096
+        assert expected.startswith(parsed.body_text)
+    assert not any("decoded as" in defect for defect in parsed.defects if charset != "iso-8859-1")
+
+
+@pytest.mark.parametrize(
+    ("encoding", "body", "limit"),
+    [
+        # 16,388 bytes of the 8-bit body are read (4 x 4,096 + 4): the cut falls inside a
+        # three-byte character.
+        ("8bit", "✓" * 10_000, 4096),
+        # 16,392 characters of the base64 are read, 12,135 bytes once decoded: the cut
+        # falls inside a two-byte character.
+        ("base64", "ä" * 10_000, 4097),
+    ],
+)
+def test_a_body_cut_inside_a_character_keeps_its_charset(encoding, body, limit):
+    data = body.encode("utf-8")
+    payload = base64.encodebytes(data).decode() if encoding == "base64" else data.decode()
+    raw = (
+        "From: a@example.com\r\nSubject: s\r\nMIME-Version: 1.0\r\n"
+        f"Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: {encoding}\r\n\r\n{payload}"
+    ).encode()
+    parsed = parse_mail(raw, ParseLimits(max_body_text_bytes=limit))
+    assert parsed.body_truncated
+    assert set(parsed.body_text) == set(body)
+    assert limit - 6 < len(parsed.body_text.encode()) <= limit
+    assert parsed.defects == ()
