@@ -42,6 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from kafka import KafkaProducer  # noqa: E402
 from kafka.admin import KafkaAdminClient, NewTopic  # noqa: E402
 from kafka.consumer.fetcher import ConsumerRecord  # noqa: E402
+from prometheus_client import REGISTRY  # noqa: E402
 
 from bench.classifier_throughput import _no_claim_check, raw_record  # noqa: E402
 from bench.fetcher_throughput import realistic_mail  # noqa: E402
@@ -51,7 +52,7 @@ from mailintake.local_environment import service_environment  # noqa: E402
 from mailintake.runtime.garbage_collection import tune_for_streaming  # noqa: E402
 from mailintake.runtime.http_endpoint import Health  # noqa: E402
 from mailintake.runtime.producer_sizes import PRODUCER_BATCH_BYTES  # noqa: E402
-from mailintake.runtime.stream_processor import RECORDS_IN, Output, StreamProcessor  # noqa: E402
+from mailintake.runtime.stream_processor import Output, StreamProcessor  # noqa: E402
 from mailintake.stack import Stack  # noqa: E402
 from services.classifier.core import Classifier  # noqa: E402
 from services.classifier.service import raw_decoder, record_handler  # noqa: E402
@@ -81,21 +82,23 @@ def loop_cpu(bootstrap: str, topic: str, label: str, handler: Handler, total: in
         process=handler,
         health=Health(),
     )
-    consumed = RECORDS_IN.labels(label, topic)
+    def consumed() -> float:
+        return REGISTRY.get_sample_value("mailintake_records_consumed_total", {"service": label, "topic": topic}) or 0
+
     stop = threading.Event()
     thread = threading.Thread(target=processor.run, args=(stop,), name=label)
     thread.start()
     try:
-        while consumed._value.get() < WARM_UP_RECORDS:
+        while consumed() < WARM_UP_RECORDS:
             if not thread.is_alive():
                 raise SystemExit(f"{label}: the stream loop ended before its first records")
             time.sleep(0.005)
-        first, cpu = consumed._value.get(), time.process_time()
-        while consumed._value.get() < total:
+        first, cpu = consumed(), time.process_time()
+        while consumed() < total:
             if not thread.is_alive():
-                raise SystemExit(f"{label}: the stream loop ended at {consumed._value.get()} of {total} records")
+                raise SystemExit(f"{label}: the stream loop ended at {consumed()} of {total} records")
             time.sleep(0.005)
-        return (time.process_time() - cpu) / (consumed._value.get() - first)
+        return (time.process_time() - cpu) / (consumed() - first)
     finally:
         stop.set()
         thread.join()
