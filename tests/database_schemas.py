@@ -14,14 +14,15 @@ from mailintake.database.migrate import upgrade
 
 
 @contextmanager
-def migrated_schema(database_url: str, prefix: str) -> Iterator[str]:
-    """The URL of a new schema (``search_path`` set on every connection), dropped afterwards."""
+def migrated_schema(database_url: str, prefix: str, revision: str = "head") -> Iterator[str]:
+    """The URL of a new schema (``search_path`` set on every connection), migrated to
+    ``revision``, dropped afterwards."""
     schema = f"{prefix}_{uuid.uuid4().hex[:10]}"
     with engine_for(database_url).begin() as connection:
         connection.execute(text(f'CREATE SCHEMA "{schema}"'))
     url = f"{database_url}?options=-csearch_path%3D{schema}"
     try:
-        upgrade(url)
+        upgrade(url, revision)
         yield url
     finally:
         engine_for(url).dispose()

@@ -14,7 +14,7 @@ reused by the next mail from the same sender or domain.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -43,19 +43,20 @@ def split_address(address: str) -> tuple[str, str]:
     return local, domain
 
 
-def login_candidates(local_part: str) -> Iterator[str]:
-    """Logins to try, in order, for a user created from ``local_part``.
+def base_login(local_part: str) -> str:
+    """The login a user created from ``local_part`` gets while it is free: the local part."""
+    return local_part or "user"
 
-    ``max.mustermann``, then ``max.mustermann-2``, ``max.mustermann-3`` ...: the first
-    one not taken wins. The order is fixed, so two replicas racing for one name try the
-    same sequence and the unique index decides.
+
+def numbered_logins(base: str, last_suffix: int, count: int) -> list[str]:
+    """The ``count`` numbered logins of ``base`` up to ``last_suffix``, in order.
+
+    Once ``max.mustermann`` is taken, users of that base get ``max.mustermann-2``,
+    ``max.mustermann-3`` ...; the numbers come from a counter per base in PostgreSQL
+    (``login_suffixes``), which starts at 1 (the base itself), so the first claim of two
+    numbers ends at 3: ``numbered_logins("max.mustermann", 3, 2)``.
     """
-    base = local_part or "user"
-    yield base
-    suffix = 2
-    while True:
-        yield f"{base}-{suffix}"
-        suffix += 1
+    return [f"{base}-{suffix}" for suffix in range(last_suffix - count + 1, last_suffix + 1)]
 
 
 def bundle_window(poll_cycle: int) -> tuple[int, int]:

@@ -38,7 +38,7 @@ from datetime import UTC, datetime
 
 import structlog
 from psycopg import errors as pg_errors
-from sqlalchemy import BigInteger, Connection, Engine, Integer, Text, and_, any_, bindparam, func, or_, select, update
+from sqlalchemy import BigInteger, Connection, Engine, Integer, Text, and_, any_, bindparam, func, select, update
 from sqlalchemy.dialects.postgresql import ARRAY, insert
 from sqlalchemy.exc import DBAPIError
 
@@ -57,11 +57,12 @@ from services.ticketer.core import (
     PlannedTicket,
     PlannedUser,
     Reject,
+    base_login,
     bundle_window,
     event_id,
     events_for,
     format_reference,
-    login_candidates,
+    numbered_logins,
     plan_batch,
     reference_number,
     split_address,
@@ -71,6 +72,7 @@ from services.ticketer.settings import TicketerSettings
 from services.ticketer.tables import (
     TICKET_NUMBER_SEQUENCE,
     Location,
+    LoginSuffix,
     OutboundMail,
     ProcessedMail,
     Ticket,
@@ -453,73 +455,80 @@ class _BatchTransaction:
     ) -> dict[str, tuple[int, str | None]]:
         """The users of ``planned`` by email: (id, login) if inserted now, (id, None) if found.
 
-        One INSERT tries each user's first login (:func:`login_candidates`), which is the
-        one most new senders get, so a batch of new senders costs one round trip instead
-        of two per sender. A row it skipped, because its email or login was taken (by
-        another row of the batch or another transaction), goes through :meth:`_user`,
-        which finds the user or the next free login. The rows go in email order, so
+        One INSERT tries each user's base login (:func:`base_login`), which is the one
+        most new senders get. A row it skipped had its email or its login taken (by
+        another row of the batch or another transaction): the skipped rows' emails are
+        looked up in one statement, and the rest get numbered logins claimed from the
+        per-base counters (:meth:`_claim_numbered_logins`) and go in with one more
+        INSERT. So a batch costs the same few statements however many of its senders
+        share a local part (``info@`` from many domains), and no statement reads a
+        base's existing logins. A numbered login taken meanwhile (a user added by hand)
+        sends its row round again for a fresh number. The rows go in email order, so
         concurrent batches take the unique-index entries in one order.
         """
         if not planned:
             return {}
         ordered = sorted({p.email: p for p in planned}.values(), key=lambda p: p.email)
+        users = self._insert_users(ordered, [base_login(p.local_part) for p in ordered], locations)
+        missing = [p for p in ordered if p.email not in users]
+        while missing:
+            users |= self._users_by_email([p.email for p in missing])
+            missing = [p for p in missing if p.email not in users]
+            if missing:
+                users |= self._insert_users(missing, self._claim_numbered_logins(missing), locations)
+                missing = [p for p in missing if p.email not in users]
+        return users
+
+    def _insert_users(
+        self, planned: Sequence[PlannedUser], logins: Sequence[str], locations: dict[str, tuple[int, bool]]
+    ) -> dict[str, tuple[int, str | None]]:
+        """Inserts ``planned`` with ``logins``; the rows inserted, by email. ``ON CONFLICT DO
+        NOTHING`` waits for a concurrent transaction holding the same email or login and
+        skips the row if that transaction commits."""
         rows = [
             dict(
-                login=next(login_candidates(p.local_part)),
+                login=login,
                 email=p.email,
                 display_name=p.display_name,
                 location_id=_location_id(p.location, locations),
                 created_from_account_id=p.account_id,
             )
-            for p in ordered
+            for p, login in zip(planned, logins)
         ]
         statement = insert(User).on_conflict_do_nothing().returning(User.id, User.email, User.login)
-        users: dict[str, tuple[int, str | None]] = {
-            row.email: (row.id, row.login) for row in self._c.execute(statement, rows)
-        }
-        for p in ordered:
-            if p.email not in users:
-                users[p.email] = self._user(p, locations)
-        return users
+        return {row.email: (row.id, row.login) for row in self._c.execute(statement, rows)}
 
-    def _user(self, planned: PlannedUser, locations: dict[str, tuple[int, bool]]) -> tuple[int, str | None]:
-        """The user of ``planned.email``: (id, login) if inserted now, (id, None) if found.
+    def _users_by_email(self, emails: Sequence[str]) -> dict[str, tuple[int, None]]:
+        email = func.lower(User.email)
+        rows = self._c.execute(select(User.id, email.label("email")).where(_in_array(email, emails, Text)))
+        return {row.email: (row.id, None) for row in rows}
 
-        Logins are tried in :func:`login_candidates` order. ``ON CONFLICT DO NOTHING``
-        waits for a concurrent transaction holding the same email or login; after it
-        commits, the email look-up finds its row (reused, not created by us), and a login
-        it took sends us to the next candidate.
+    def _claim_numbered_logins(self, planned: Sequence[PlannedUser]) -> list[str]:
+        """A numbered login for each of ``planned`` (in order), claimed from ``login_suffixes``.
+
+        One statement raises each base's counter by the number of its users in the batch
+        and returns the new values; a base seen for the first time starts at 1, so its
+        first claim begins at 2. The row lock on each counter is held until the
+        transaction ends, so concurrent batches never claim the same number; the bases
+        are claimed in sorted order, so they take those locks in one order.
         """
-        location = _location_id(planned.location, locations)
-        taken = set(
-            self._c.scalars(
-                select(User.login).where(
-                    or_(User.login == planned.local_part, User.login.like(_like_prefix(planned.local_part) + "-%"))
-                )
-            )
+        bases = [base_login(p.local_part) for p in planned]
+        counts: dict[str, int] = {}
+        for base in bases:
+            counts[base] = counts.get(base, 0) + 1
+        claims = _pairs("claims", sorted(counts.items()), Integer)
+        statement = insert(LoginSuffix).from_select(
+            ["base", "last_suffix"], select(claims.c.first, claims.c.second + 1).order_by(claims.c.first)
         )
-        for login in login_candidates(planned.local_part):
-            if login in taken:
-                continue
-            created = self._c.scalar(
-                insert(User)
-                .values(
-                    login=login,
-                    email=planned.email,
-                    display_name=planned.display_name,
-                    location_id=location,
-                    created_from_account_id=planned.account_id,
-                )
-                .on_conflict_do_nothing()
-                .returning(User.id)
-            )
-            if created is not None:
-                return created, login
-            existing = self._c.scalar(select(User.id).where(func.lower(User.email) == planned.email))
-            if existing is not None:
-                return existing, None
-            taken.add(login)
-        raise AssertionError("login_candidates never ends")
+        statement = statement.on_conflict_do_update(
+            index_elements=[LoginSuffix.base],
+            set_={"last_suffix": LoginSuffix.last_suffix + statement.excluded.last_suffix - 1},
+        ).returning(LoginSuffix.base, LoginSuffix.last_suffix)
+        numbered = {
+            row.base: iter(numbered_logins(row.base, row.last_suffix, counts[row.base]))
+            for row in self._c.execute(statement)
+        }
+        return [next(numbered[base]) for base in bases]
 
     def _last_positions(self, numbers: list[int]) -> dict[int, int]:
         if not numbers:
@@ -579,10 +588,6 @@ def _in_array(column, values: Sequence[object], item_type: type):
     statement's text, and its plan in psycopg and SQLAlchemy caches, stay the same
     (an ``IN`` list renders a placeholder per value: new SQL for every batch size)."""
     return column == any_(bindparam(None, list(values), type_=ARRAY(item_type())))
-
-
-def _like_prefix(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
 def _step_row(number: int, position: int, mail: MailClassified, direction: str = "inbound") -> dict:

@@ -144,6 +144,16 @@ class User(Base):
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
 
 
+class LoginSuffix(Base):
+    """The last numbered login handed out for a base login (``info`` -> 7 once ``info-7``
+    exists), so a batch claims the numbers its new users need in one statement."""
+
+    __tablename__ = "login_suffixes"
+
+    base: Mapped[str] = mapped_column(String(255), primary_key=True)
+    last_suffix: Mapped[int] = mapped_column(BigInteger)
+
+
 class OutboundMail(Base):
     """The outbox: written in the ticket's transaction, delivered later by the sender loop.
 

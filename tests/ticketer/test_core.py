@@ -1,7 +1,6 @@
 """The ticketer's rules as pure functions: one batch of mails, the facts PostgreSQL holds, the plans."""
 
 from datetime import UTC, datetime
-from itertools import islice
 
 from mailintake.contracts.records import Decision, TicketEventKind
 from services.ticketer.core import (
@@ -16,10 +15,11 @@ from services.ticketer.core import (
     PlannedTicket,
     PlannedUser,
     Reject,
+    base_login,
     bundle_window,
     events_for,
     format_reference,
-    login_candidates,
+    numbered_logins,
     plan_batch,
     reference_number,
     split_address,
@@ -44,13 +44,13 @@ def test_reference_round_trip():
     assert reference_number("[#mi-]") is None
 
 
-def test_login_candidates_are_the_local_part_then_numbered():
-    assert list(islice(login_candidates("max.mustermann"), 4)) == [
-        "max.mustermann",
-        "max.mustermann-2",
-        "max.mustermann-3",
-        "max.mustermann-4",
-    ]
+def test_logins_are_the_local_part_then_numbered():
+    assert base_login("max.mustermann") == "max.mustermann"
+    assert base_login("") == "user"
+    # The first claim of a base starts from the counter at 1 (the base itself).
+    assert numbered_logins("max.mustermann", 3, 2) == ["max.mustermann-2", "max.mustermann-3"]
+    assert numbered_logins("info", 41, 1) == ["info-41"]
+    assert numbered_logins("info", 41, 0) == []
     assert split_address("Max.Mustermann@Example.COM") == ("max.mustermann", "example.com")
     assert split_address("postmaster") == ("postmaster", "")
 

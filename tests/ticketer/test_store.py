@@ -5,15 +5,28 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
+from contextlib import contextmanager
 
 import pytest
 from sqlalchemy import event, func, insert, select, update
 
 from mailintake.contracts.records import Decision, TicketEventKind
 from mailintake.database import engine_for
+from mailintake.database.migrate import upgrade
 from services.ticketer.settings import TicketerSettings, UnknownReferencePolicy
 from services.ticketer.store import BatchItem, TicketStore
-from services.ticketer.tables import Category, Location, Priority, ProcessedMail, Resource, Ticket, TicketStep, User
+from services.ticketer.tables import (
+    Category,
+    Location,
+    LoginSuffix,
+    Priority,
+    ProcessedMail,
+    Resource,
+    Ticket,
+    TicketStep,
+    User,
+)
+from tests.database_schemas import migrated_schema
 from tests.ticketer.mails import classified
 
 pytestmark = pytest.mark.stack
@@ -149,28 +162,89 @@ def test_users_from_the_local_part_resolve_collisions_in_a_fixed_order(engine, s
     assert display == "Max"
 
 
-def test_a_batch_of_new_senders_is_inserted_in_one_statement(engine, store, unique):
-    taken = f"taken.{unique}"
-    add_user(engine, taken, f"first-{unique}@other.test")
-    account = f"acc-{unique}"
-    senders = [f"new{i}.{unique}@kunde.test" for i in range(20)] + [f"{taken}@kunde.test"]
-    mails = [classified(account, str(i), sender=s, create_user_from_local_part=True) for i, s in enumerate(senders)]
-    statements = []
+@contextmanager
+def recorded_statements(engine):
+    """The SQL statements ``engine`` sends meanwhile, in order."""
+    statements: list[str] = []
 
     def record(_conn, _cursor, statement, *_args):
         statements.append(statement)
 
     event.listen(engine, "before_cursor_execute", record)
     try:
-        handled = store.apply_batch([BatchItem(m) for m in mails])
+        yield statements
     finally:
         event.remove(engine, "before_cursor_execute", record)
+
+
+def count_starting(statements, prefix):
+    return sum(s.lstrip().upper().startswith(prefix) for s in statements)
+
+
+def test_a_batch_of_new_senders_is_inserted_in_one_statement(engine, store, unique):
+    taken = f"taken.{unique}"
+    add_user(engine, taken, f"first-{unique}@other.test")
+    account = f"acc-{unique}"
+    senders = [f"new{i}.{unique}@kunde.test" for i in range(20)] + [f"{taken}@kunde.test"]
+    mails = [classified(account, str(i), sender=s, create_user_from_local_part=True) for i, s in enumerate(senders)]
+    with recorded_statements(engine) as statements:
+        handled = store.apply_batch([BatchItem(m) for m in mails])
     assert kinds(handled) == [["USER_CREATED", "TICKET_CREATED"]] * 21
     # One INSERT for the 20 free logins, and one more for the sender whose login was taken.
-    assert sum(s.lstrip().upper().startswith("INSERT INTO USERS") for s in statements) == 2
+    assert count_starting(statements, "INSERT INTO USERS") == 2
     with engine.connect() as c:
         logins = dict(c.execute(select(User.email, User.login).where(User.email.in_(senders))).all())
     assert logins == {s: s.split("@")[0] for s in senders[:20]} | {f"{taken}@kunde.test": f"{taken}-2"}
+
+
+def test_senders_sharing_a_local_part_cost_the_same_statements_however_many(engine, store, unique):
+    info, support = f"info.{unique}", f"support.{unique}"
+    add_user(engine, info, f"{info}@own.test")
+    account = f"acc-{unique}"
+    senders = [f"{info}@kunde{i:02}.test" for i in range(30)] + [f"{support}@kunde{i:02}.test" for i in range(10)]
+    mails = [classified(account, str(i), sender=s, create_user_from_local_part=True) for i, s in enumerate(senders)]
+    with recorded_statements(engine) as statements:
+        handled = store.apply_batch([BatchItem(m) for m in mails])
+    assert kinds(handled) == [["USER_CREATED", "TICKET_CREATED"]] * 40
+    # The base logins; the skipped rows' emails looked up; one claim of numbers for both
+    # bases; the numbered logins. None of it per sender, and no read of a base's logins.
+    assert count_starting(statements, "INSERT INTO USERS") == 2
+    assert count_starting(statements, "INSERT INTO LOGIN_SUFFIXES") == 1
+    assert sum("FROM USERS" in s.upper() and "LOGIN" in s.upper().split("WHERE")[-1] for s in statements) == 0
+    with engine.connect() as c:
+        logins = dict(c.execute(select(User.email, User.login).where(User.email.in_(senders))).all())
+    assert logins == (
+        {f"{info}@kunde{i:02}.test": f"{info}-{i + 2}" for i in range(30)}
+        | {f"{support}@kunde00.test": support}
+        | {f"{support}@kunde{i:02}.test": f"{support}-{i + 1}" for i in range(1, 10)}
+    )
+
+    # The next batch goes on from the counter; a numbered login added by hand meanwhile
+    # is skipped, and its sender gets the next number.
+    add_user(engine, f"{info}-33", f"by-hand-{unique}@own.test")
+    later = [f"{info}@kunde{i}.test" for i in (30, 31)]
+    store.apply_batch([BatchItem(classified(account, f"later-{i}", sender=s, create_user_from_local_part=True))
+                       for i, s in enumerate(later)])
+    with engine.connect() as c:
+        logins = dict(c.execute(select(User.email, User.login).where(User.email.in_(later))).all())
+    assert logins == {later[0]: f"{info}-32", later[1]: f"{info}-34"}
+
+
+def test_numbering_goes_on_from_the_logins_stored_before_the_counters(stack, unique):
+    with migrated_schema(stack.database_url, "logins", revision="0012") as url:
+        engine = engine_for(url)
+        for login in ("info", "info-2", "info-17", "info-desk", "info-desk-3", "big-1234567890", "-5"):
+            add_user(engine, login, f"{login}@old.test")
+        upgrade(url, "0013")
+        with engine.connect() as c:
+            assert dict(c.execute(select(LoginSuffix.base, LoginSuffix.last_suffix)).all()) == {"info": 17, "info-desk": 3}
+        senders = ["info@new.test", "info-desk@new.test", "big@new.test"]
+        TicketStore(engine, TicketerSettings()).apply_batch(
+            [BatchItem(classified("acc", str(i), sender=s, create_user_from_local_part=True)) for i, s in enumerate(senders)]
+        )
+        with engine.connect() as c:
+            logins = dict(c.execute(select(User.email, User.login).where(User.email.in_(senders))).all())
+        assert logins == {"info@new.test": "info-18", "info-desk@new.test": "info-desk-4", "big@new.test": "big"}
 
 
 def test_known_sender_is_found_whatever_the_case(engine, store, unique):
@@ -287,6 +361,26 @@ def test_two_replicas_creating_the_same_user_end_with_one_user_and_one_event(eng
             assert c.scalar(select(func.count()).select_from(User).where(func.lower(User.email) == sender)) == 1
     with engine.connect() as c:
         assert c.scalar(select(func.count()).select_from(Location).where(Location.domain == f"kunde-{unique}.test")) == 1
+
+
+def test_replicas_creating_users_of_one_base_get_numbers_without_gaps(engine, unique):
+    base = f"race.{unique}"
+    replicas = [TicketStore(engine, TicketerSettings()) for _ in range(4)]
+    senders = [[f"{base}@r{r}-d{d}.test" for d in range(10)] for r in range(4)]
+    race(
+        [
+            lambda store=store, r=r: store.apply_batch(
+                [BatchItem(classified(f"acc-{unique}", f"{r}-{d}", sender=s, create_user_from_local_part=True))
+                 for d, s in enumerate(senders[r])]
+            )
+            for r, store in enumerate(replicas)
+        ]
+    )
+    with engine.connect() as c:
+        logins = c.scalars(select(User.login).where(User.email.in_([s for group in senders for s in group]))).all()
+        counter = c.scalar(select(LoginSuffix.last_suffix).where(LoginSuffix.base == base))
+    assert sorted(logins) == sorted([base] + [f"{base}-{n}" for n in range(2, 41)])
+    assert counter == 40
 
 
 def test_two_replicas_handling_the_same_bundle_open_one_ticket(engine, unique):
