@@ -4,25 +4,30 @@ Transactional outbox: :func:`queue_auto_answer` runs on the connection of the
 transaction that creates the ticket, so the ticket and its auto-answer commit together
 or not at all, and the sender loop (``services/sender``) delivers the row later. The
 answer is also an outbound step of the ticket, with its Message-ID, so the history shows
-it and a bounce of it finds the ticket. The store calls it once per new ticket::
+it and a bounce of it finds the ticket. The store calls it once per batch, with every
+ticket the batch opened::
 
-    queue_auto_answer(connection, decision, number, self._settings)
+    queue_auto_answers(connection, [(decision, number), ...], self._settings)
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import timedelta
+from typing import cast
 
-from sqlalchemy import Connection, func, select
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import BigInteger, Connection, Text, bindparam, func, select
+from sqlalchemy.dialects.postgresql import ARRAY, insert
 
 from mailintake.contracts.records import MailClassified
+from mailintake.database.array_parameters import in_array
 from services.ticketer.auto_answer_templates import TemplateText
 from services.ticketer.auto_answers import (
     AUTO_ANSWER_KIND,
     AutoAnswer,
     NoAutoAnswer,
     TicketFacts,
+    dedupe_key,
     plan_auto_answer,
     why_not_answer,
 )
@@ -37,74 +42,150 @@ _RECIPIENT_LOCK_NAMESPACE = 4181
 def queue_auto_answer(
     connection: Connection, decision: MailClassified, ticket_number: int, settings: TicketerSettings
 ) -> AutoAnswer | NoAutoAnswer:
-    """Queue the auto-answer to the mail that just opened ticket ``ticket_number``.
+    """Queue the auto-answer to the mail that just opened ticket ``ticket_number``: one
+    ticket's :func:`queue_auto_answers`."""
+    return queue_auto_answers(connection, [(decision, ticket_number)], settings)[0]
 
-    Call it inside the transaction that created the ticket. Returns the queued values,
-    or why nothing was queued (switched off, no template, loop/bulk/bounce, the
-    per-recipient cap, a template that failed, or already queued for this mail: the
-    insert is ON CONFLICT (dedupe_key) DO NOTHING, so a replay never queues twice).
-    A template that fails to render skips the answer; it never fails the ticket.
+
+def queue_auto_answers(
+    connection: Connection, openings: Sequence[tuple[MailClassified, int]], settings: TicketerSettings
+) -> list[AutoAnswer | NoAutoAnswer]:
+    """Queue the auto-answers to the mails that just opened tickets, one per (mail, ticket
+    number) of ``openings``; what was queued for each, in order, or why nothing was.
+
+    Call it inside the transaction that created the tickets. Reasons for no answer:
+    switched off, no template, loop/bulk/bounce, the per-recipient cap, a template that
+    failed, or already queued for this mail (the insert is ON CONFLICT (dedupe_key) DO
+    NOTHING, so a replay never queues twice). A template that fails to render skips the
+    answer; it never fails the tickets.
+
+    A batch costs the same statements however many tickets it opened: the tickets, the
+    templates, the recipients' locks, their answers in the window, the answers already
+    queued for these mails, the rows, the tickets' last step positions and the outbound
+    steps, each one statement for all. Answers planned earlier in the batch count
+    against the cap of later mails of the same recipient.
     """
-    reason = why_not_answer(decision, settings)
-    if reason:
-        return NoAutoAnswer(reason)  # the common case costs no query
-    ticket = connection.execute(select(Ticket).where(Ticket.number == ticket_number)).one()
-    facts = TicketFacts(
-        number=ticket.number,
-        reference=ticket.reference,
-        subject=ticket.subject,
-        requester=ticket.requester,
-        category=ticket.category,
-        priority=ticket.priority,
-        resource=ticket.resource,
+    results: list[AutoAnswer | NoAutoAnswer | None] = [None] * len(openings)
+    due: list[int] = []
+    for index, (decision, _number) in enumerate(openings):
+        reason = why_not_answer(decision, settings)
+        if reason:
+            results[index] = NoAutoAnswer(reason)  # the common case costs no query
+        else:
+            due.append(index)
+    if not due:
+        return cast(list[AutoAnswer | NoAutoAnswer], results)
+
+    numbers = [openings[i][1] for i in due]
+    tickets = {
+        row.number: row
+        for row in connection.execute(select(Ticket).where(in_array(Ticket.number, numbers, BigInteger)))
+    }
+    names = sorted({openings[i][0].ticket_options.auto_answer_template or "" for i in due})
+    templates = {
+        row.name: TemplateText(row.name, row.subject_template, row.body_template)
+        for row in connection.execute(select(AutoAnswerTemplate).where(in_array(AutoAnswerTemplate.name, names, Text)))
+    }
+    recipients = sorted({openings[i][0].sender.lower() for i in due})
+    _lock_recipients(connection, recipients)
+    in_window = dict(
+        connection.execute(
+            select(OutboundMail.recipient, func.count())
+            .where(
+                OutboundMail.kind == AUTO_ANSWER_KIND,
+                in_array(OutboundMail.recipient, recipients, Text),
+                OutboundMail.created_at > func.now() - timedelta(seconds=settings.auto_answer_window_seconds),
+            )
+            .group_by(OutboundMail.recipient)
+        ).all()
     )
-    template_row = connection.execute(
-        select(AutoAnswerTemplate).where(AutoAnswerTemplate.name == decision.ticket_options.auto_answer_template)
-    ).first()
-    template = (
-        TemplateText(template_row.name, template_row.subject_template, template_row.body_template)
-        if template_row is not None
-        else None
-    )
-    recipient = decision.sender.lower()
-    # Two replicas handling two mails of one sender at once would both see the count
-    # below the cap; the lock (held to commit) makes the second wait for the first.
-    connection.execute(select(func.pg_advisory_xact_lock(_RECIPIENT_LOCK_NAMESPACE, func.hashtext(recipient))))
-    answers_in_window = connection.scalar(
-        select(func.count())
-        .select_from(OutboundMail)
-        .where(
-            OutboundMail.kind == AUTO_ANSWER_KIND,
-            OutboundMail.recipient == recipient,
-            OutboundMail.created_at > func.now() - timedelta(seconds=settings.auto_answer_window_seconds),
+    keys = {i: dedupe_key(openings[i][0].account_id, openings[i][0].source_id, AUTO_ANSWER_KIND) for i in due}
+    queued_before = set(
+        connection.scalars(
+            select(OutboundMail.dedupe_key).where(in_array(OutboundMail.dedupe_key, list(keys.values()), Text))
         )
     )
-    plan = plan_auto_answer(decision, facts, template, settings, answers_in_window)
-    if isinstance(plan, NoAutoAnswer):
-        return plan
-    queued = connection.execute(
-        insert(OutboundMail).values(**plan.row()).on_conflict_do_nothing(index_elements=["dedupe_key"]).returning(OutboundMail.id)
-    ).first()
-    if queued is None:
-        return NoAutoAnswer(f"already queued for this mail (dedupe key {plan.dedupe_key})")
+
+    planned: dict[int, AutoAnswer] = {}
+    for index in due:
+        decision, number = openings[index]
+        if keys[index] in queued_before:
+            results[index] = NoAutoAnswer(f"already queued for this mail (dedupe key {keys[index]})")
+            continue
+        ticket = tickets[number]
+        facts = TicketFacts(
+            number=ticket.number,
+            reference=ticket.reference,
+            subject=ticket.subject,
+            requester=ticket.requester,
+            category=ticket.category,
+            priority=ticket.priority,
+            resource=ticket.resource,
+        )
+        recipient = decision.sender.lower()
+        template = templates.get(decision.ticket_options.auto_answer_template or "")
+        plan = plan_auto_answer(decision, facts, template, settings, in_window.get(recipient, 0))
+        results[index] = plan
+        if isinstance(plan, AutoAnswer):
+            planned[index] = plan
+            in_window[recipient] = in_window.get(recipient, 0) + 1
+    if not planned:
+        return cast(list[AutoAnswer | NoAutoAnswer], results)
+
+    inserted = set(
+        connection.scalars(
+            insert(OutboundMail).on_conflict_do_nothing(index_elements=["dedupe_key"]).returning(OutboundMail.dedupe_key),
+            [plan.row() for plan in planned.values()],
+        )
+    )
+    for index, plan in list(planned.items()):
+        if plan.dedupe_key not in inserted:  # queued by a concurrent transaction meanwhile
+            results[index] = NoAutoAnswer(f"already queued for this mail (dedupe key {plan.dedupe_key})")
+            del planned[index]
     # The answer is part of the ticket's history from the moment it is queued; its
     # Message-ID there lets a reply or a bounce find the ticket.
-    position = connection.scalar(
-        select(func.coalesce(func.max(TicketStep.position), 0) + 1).where(TicketStep.ticket_number == ticket_number)
+    last_positions = dict(
+        connection.execute(
+            select(TicketStep.ticket_number, func.max(TicketStep.position))
+            .where(in_array(TicketStep.ticket_number, [plan.ticket_number for plan in planned.values()], BigInteger))
+            .group_by(TicketStep.ticket_number)
+        ).all()
+    )
+    steps = []
+    for index, plan in planned.items():
+        position = last_positions.get(plan.ticket_number, 0) + 1
+        last_positions[plan.ticket_number] = position
+        steps.append(
+            dict(
+                ticket_number=plan.ticket_number,
+                position=position,
+                direction="outbound",
+                account_id=openings[index][0].account_id,
+                message_id=plan.message_id,
+                sender=plan.sender_address,
+                subject=plan.subject,
+                body_text=plan.body_text,
+            )
+        )
+    if steps:
+        connection.execute(insert(TicketStep), steps)
+    return cast(list[AutoAnswer | NoAutoAnswer], results)
+
+
+def _lock_recipients(connection: Connection, recipients: Sequence[str]) -> None:
+    """Two replicas handling two mails of one sender at once would both see the count
+    below the cap; the lock per recipient (held to commit) makes the second wait for the
+    first. ``recipients`` are sorted, so two batches take the locks in one order."""
+    locked = (
+        func.unnest(bindparam("recipients", list(recipients), type_=ARRAY(Text)))
+        .table_valued("recipient", with_ordinality="position")
+        .render_derived(name="recipients")
     )
     connection.execute(
-        insert(TicketStep).values(
-            ticket_number=ticket_number,
-            position=position,
-            direction="outbound",
-            account_id=decision.account_id,
-            message_id=plan.message_id,
-            sender=plan.sender_address,
-            subject=plan.subject,
-            body_text=plan.body_text,
+        select(func.pg_advisory_xact_lock(_RECIPIENT_LOCK_NAMESPACE, func.hashtext(locked.c.recipient))).order_by(
+            locked.c.position
         )
-    )
-    return plan
+    ).all()
 
 
 def import_templates(connection: Connection, templates: list[TemplateText]) -> None:

@@ -38,11 +38,12 @@ from datetime import UTC, datetime
 
 import structlog
 from psycopg import errors as pg_errors
-from sqlalchemy import BigInteger, Connection, Engine, Integer, Text, and_, any_, bindparam, func, select, update
+from sqlalchemy import BigInteger, Connection, Engine, Integer, Text, and_, bindparam, func, select, update
 from sqlalchemy.dialects.postgresql import ARRAY, insert
 from sqlalchemy.exc import DBAPIError
 
 from mailintake.contracts.records import Decision, MailClassified, TicketEvent, TicketEventKind
+from mailintake.database.array_parameters import in_array
 from mailintake.database.bulk_copy import copy_rows
 from mailintake.outbound_mail import ticket_number_of_message_id
 from services.ticketer.core import (
@@ -269,7 +270,7 @@ class _BatchTransaction:
         by_message_id = self._tickets_of_bounced_mails(mails)
         referenced |= set(by_message_id.values())
         hints = {i.bundle_hint for i in items if _may_bundle(i.mail) and i.bundle_hint is not None}
-        tickets = self._tickets(select_where=_in_array(Ticket.number, sorted(referenced | hints), BigInteger)) if referenced | hints else {}
+        tickets = self._tickets(select_where=in_array(Ticket.number, sorted(referenced | hints), BigInteger)) if referenced | hints else {}
         # A hint from the window table is used only if PostgreSQL agrees; otherwise, and
         # on every miss, the ticket is looked up by bundle key and opening cycle.
         lookups = set()
@@ -305,21 +306,21 @@ class _BatchTransaction:
         if senders:
             for row in self._c.execute(
                 select(User.id, User.login, User.location_id, func.lower(User.email).label("email")).where(
-                    _in_array(func.lower(User.email), senders, Text)
+                    in_array(func.lower(User.email), senders, Text)
                 )
             ):
                 users_by_email[row.email] = KnownUser(row.id, row.login, row.location_id)
         users_by_login = {}
         if fallback_logins:
             for row in self._c.execute(
-                select(User.id, User.login, User.location_id).where(_in_array(User.login, fallback_logins, Text))
+                select(User.id, User.login, User.location_id).where(in_array(User.login, fallback_logins, Text))
             ):
                 users_by_login[row.login] = KnownUser(row.id, row.login, row.location_id)
         locations = {}
         if domains:
             locations = dict(
                 (row.domain, row.id)
-                for row in self._c.execute(select(Location.id, Location.domain).where(_in_array(Location.domain, domains, Text)))
+                for row in self._c.execute(select(Location.id, Location.domain).where(in_array(Location.domain, domains, Text)))
             )
         return BatchFacts(tickets, users_by_email, users_by_login, locations, by_message_id)
 
@@ -334,7 +335,7 @@ class _BatchTransaction:
             row.message_id: row.ticket_number
             for row in self._c.execute(
                 select(OutboundMail.message_id, OutboundMail.ticket_number).where(
-                    _in_array(OutboundMail.message_id, originals, Text), OutboundMail.ticket_number.is_not(None)
+                    in_array(OutboundMail.message_id, originals, Text), OutboundMail.ticket_number.is_not(None)
                 )
             )
         }
@@ -431,7 +432,7 @@ class _BatchTransaction:
             copy_rows(self._c, TicketStep.__table__, steps)
         if reopened:
             self._c.execute(
-                update(Ticket).where(_in_array(Ticket.number, sorted(reopened), BigInteger)).values(status="open", updated_at=func.now())
+                update(Ticket).where(in_array(Ticket.number, sorted(reopened), BigInteger)).values(status="open", updated_at=func.now())
             )
         self._queue_auto_answers(items, plans, numbers)
         return results
@@ -446,7 +447,7 @@ class _BatchTransaction:
         statement = insert(Location).on_conflict_do_nothing(index_elements=["domain"]).returning(Location.id, Location.domain)
         locations = {row.domain: (row.id, True) for row in self._c.execute(statement, [dict(name=d, domain=d) for d in domains])}
         if missing := [d for d in domains if d not in locations]:
-            found = self._c.execute(select(Location.id, Location.domain).where(_in_array(Location.domain, missing, Text)))
+            found = self._c.execute(select(Location.id, Location.domain).where(in_array(Location.domain, missing, Text)))
             locations.update((row.domain, (row.id, False)) for row in found)
         return locations
 
@@ -500,7 +501,7 @@ class _BatchTransaction:
 
     def _users_by_email(self, emails: Sequence[str]) -> dict[str, tuple[int, None]]:
         email = func.lower(User.email)
-        rows = self._c.execute(select(User.id, email.label("email")).where(_in_array(email, emails, Text)))
+        rows = self._c.execute(select(User.id, email.label("email")).where(in_array(email, emails, Text)))
         return {row.email: (row.id, None) for row in rows}
 
     def _claim_numbered_logins(self, planned: Sequence[PlannedUser]) -> list[str]:
@@ -535,7 +536,7 @@ class _BatchTransaction:
             return {}
         rows = self._c.execute(
             select(TicketStep.ticket_number, func.max(TicketStep.position))
-            .where(_in_array(TicketStep.ticket_number, numbers, BigInteger))
+            .where(in_array(TicketStep.ticket_number, numbers, BigInteger))
             .group_by(TicketStep.ticket_number)
         ).all()
         return {number: position for number, position in rows}
@@ -544,11 +545,13 @@ class _BatchTransaction:
         self, items: Sequence[BatchItem], plans: Sequence[Plan], numbers: dict[PlannedTicket, int]
     ) -> None:
         """The auto-answer of each new ticket, queued in this transaction (see auto_answer_outbox)."""
-        from services.ticketer.auto_answer_outbox import queue_auto_answer
+        from services.ticketer.auto_answer_outbox import queue_auto_answers
 
-        for item, plan in zip(items, plans):
-            if isinstance(plan, OpenTicket):
-                queue_auto_answer(self._c, item.mail, numbers[plan.ticket], self._settings)
+        openings = [
+            (item.mail, numbers[plan.ticket]) for item, plan in zip(items, plans) if isinstance(plan, OpenTicket)
+        ]
+        if openings:
+            queue_auto_answers(self._c, openings, self._settings)
 
 
 def bundle_lock_key(bundle_key: str) -> int:
@@ -581,13 +584,6 @@ def _location_id(location: int | PlannedLocation | None, locations: dict[str, tu
     if isinstance(location, PlannedLocation):
         return locations[location.domain][0]
     return location
-
-
-def _in_array(column, values: Sequence[object], item_type: type):
-    """``column = ANY(:array)``: one parameter whatever the number of values, so the
-    statement's text, and its plan in psycopg and SQLAlchemy caches, stay the same
-    (an ``IN`` list renders a placeholder per value: new SQL for every batch size)."""
-    return column == any_(bindparam(None, list(values), type_=ARRAY(item_type())))
 
 
 def _step_row(number: int, position: int, mail: MailClassified, direction: str = "inbound") -> dict:

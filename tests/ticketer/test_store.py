@@ -13,12 +13,15 @@ from sqlalchemy import event, func, insert, select, update
 from mailintake.contracts.records import Decision, TicketEventKind
 from mailintake.database import engine_for
 from mailintake.database.migrate import upgrade
+from services.ticketer.auto_answer_outbox import import_templates
+from services.ticketer.auto_answer_templates import TemplateText
 from services.ticketer.settings import TicketerSettings, UnknownReferencePolicy
 from services.ticketer.store import BatchItem, TicketStore
 from services.ticketer.tables import (
     Category,
     Location,
     LoginSuffix,
+    OutboundMail,
     Priority,
     ProcessedMail,
     Resource,
@@ -247,6 +250,45 @@ def test_numbering_goes_on_from_the_logins_stored_before_the_counters(stack, uni
         assert logins == {"info@new.test": "info-18", "info-desk@new.test": "info-desk-4", "big@new.test": "big"}
 
 
+def test_a_batch_queues_its_auto_answers_in_the_same_statements_however_many(engine, unique):
+    template = f"ack-{unique}"
+    with engine.begin() as c:
+        import_templates(c, [TemplateText(template, "Ticket {{ reference }}", "Thanks, {{ requester }}.")])
+    store = TicketStore(engine, TicketerSettings(auto_answers_enabled=True, auto_answer_max_per_recipient=3))
+    account = f"acc-{unique}"
+    options = dict(create_user_from_local_part=True, auto_answer_template=template)
+    # 30 customers with one mail each, one customer with five (each its own subject) and
+    # a second mail of the first customer that bundles with its first.
+    mails = [classified(account, f"one-{i}", sender=f"c{i}-{unique}@kunde.test", **options) for i in range(30)]
+    mails += [classified(account, f"many-{i}", sender=f"many-{unique}@kunde.test", subject=f"Order {i}", **options)
+              for i in range(5)]
+    mails.append(classified(account, "one-0-again", sender=f"c0-{unique}@kunde.test", auto_bundle=True, **options))
+    mails[0] = classified(account, "one-0", sender=f"c0-{unique}@kunde.test", auto_bundle=True, **options)
+    with recorded_statements(engine) as statements:
+        handled = store.apply_batch([BatchItem(m) for m in mails])
+    assert [h.events[-1].kind for h in handled] == [TicketEventKind.TICKET_CREATED] * 35 + [TicketEventKind.STEP_ADDED]
+    # Tickets, templates, locks, counts in the window, dedupe keys, rows, positions, steps.
+    assert count_starting(statements, "INSERT INTO OUTBOUND_MAILS") == 1
+    assert count_starting(statements, "INSERT INTO TICKET_STEPS") == 1
+    assert sum("HASHTEXT(" in s.upper() for s in statements) == 1  # the recipients' locks
+    with engine.connect() as c:
+        answers = c.execute(
+            select(OutboundMail.recipient, OutboundMail.ticket_number).where(OutboundMail.account_id == account)
+        ).all()
+    recipients = Counter(recipient for recipient, _ in answers)
+    # The cap of three counts the answers planned earlier in the same batch.
+    assert recipients == Counter({f"c{i}-{unique}@kunde.test": 1 for i in range(30)} | {f"many-{unique}@kunde.test": 3})
+    first_ticket = handled[0].opened_ticket
+    assert [(s.position, s.direction) for s in steps_of(engine, first_ticket)] == [
+        (1, "inbound"), (2, "inbound"), (3, "outbound")
+    ]
+    # A replay queues nothing again.
+    again = store.apply_batch([BatchItem(m) for m in mails])
+    assert not any(h.written for h in again)
+    with engine.connect() as c:
+        assert c.scalar(select(func.count()).select_from(OutboundMail).where(OutboundMail.account_id == account)) == 33
+
+
 def test_known_sender_is_found_whatever_the_case(engine, store, unique):
     user_id = add_user(engine, f"erika-{unique}", f"Erika.{unique}@Kunde.test")
     account = f"acc-{unique}"
@@ -381,6 +423,28 @@ def test_replicas_creating_users_of_one_base_get_numbers_without_gaps(engine, un
         counter = c.scalar(select(LoginSuffix.last_suffix).where(LoginSuffix.base == base))
     assert sorted(logins) == sorted([base] + [f"{base}-{n}" for n in range(2, 41)])
     assert counter == 40
+
+
+def test_replicas_answering_one_sender_at_once_stay_within_the_cap(engine, unique):
+    template = f"ack-race-{unique}"
+    with engine.begin() as c:
+        import_templates(c, [TemplateText(template, "Ticket {{ reference }}", "Thanks.")])
+    settings = TicketerSettings(auto_answers_enabled=True, auto_answer_max_per_recipient=3)
+    replicas = [TicketStore(engine, settings) for _ in range(4)]
+    account, sender = f"acc-{unique}", f"pingpong-{unique}@kunde.test"
+    race(
+        [
+            lambda store=store, r=r: store.apply_batch(
+                [BatchItem(classified(account, f"{r}-{i}", sender=sender, subject=f"Reply {r}-{i}",
+                                      create_user_from_local_part=True, auto_answer_template=template))
+                 for i in range(3)]
+            )
+            for r, store in enumerate(replicas)
+        ]
+    )
+    with engine.connect() as c:
+        assert c.scalar(select(func.count()).select_from(Ticket).where(Ticket.source_account_id == account)) == 12
+        assert c.scalar(select(func.count()).select_from(OutboundMail).where(OutboundMail.recipient == sender)) == 3
 
 
 def test_two_replicas_handling_the_same_bundle_open_one_ticket(engine, unique):
