@@ -1,7 +1,7 @@
 """The whole pipeline on the local stack: mails in Dovecot mailboxes to committed ticket steps.
 
     .venv/bin/python bench/pipeline_end_to_end.py [--mailboxes 10] [--mails 4000] [--latency-seconds 60] [--plots DIR]
-                                                 [--classifiers 1] [--ticketers 1]
+                                                 [--classifiers 1] [--ticketers 1] [--auto-answers]
 
 Needs the local stack (``mailintake stack up``) with the topics applied. Each run gets
 a PostgreSQL schema and consumer groups of its own, so the services poll and consume
@@ -29,7 +29,12 @@ only the run's mailboxes and records. Three measurements, in this order:
    timestamps of its ``mail.raw`` and ``mail.classified`` records, and its ledger row.
 
 ``--classifiers`` and ``--ticketers`` run that many replicas of each in one consumer
-group (the fetcher stays one process: it owns the mailboxes).
+group (the fetcher stays one process: it owns the mailboxes). ``--auto-answers`` gives the
+accounts a sender address and an auto-answer template, and has the ticketer queue the
+answers, with its per-recipient cap (3 an hour by default). The sustained phase's 600
+senders write many mails each, so every new ticket is checked against the cap and 1,800
+answers are queued; each latency mail comes from a sender of its own and is answered. The
+sender service, which would deliver them, does not run.
 
 With ``--plots DIR`` (matplotlib, from the ``bench`` extra) it writes the mails committed
 over time in phase 2 and the latency distribution of phase 3 as PNG files.
@@ -57,7 +62,7 @@ from sqlalchemy import func, select  # noqa: E402
 
 from bench.fetcher_throughput import bare_fetch, fill_mailbox, realistic_mail  # noqa: E402
 from mailintake.contracts import get_topic  # noqa: E402
-from mailintake.contracts.records import decode_record  # noqa: E402
+from mailintake.contracts.records import SenderIdentity, decode_record  # noqa: E402
 from mailintake.database import engine_for  # noqa: E402
 from mailintake.local_environment import service_environment  # noqa: E402
 from mailintake.runtime.settings import load_settings  # noqa: E402
@@ -66,7 +71,9 @@ from services.fetcher.account import Account  # noqa: E402
 from services.fetcher.account_store import AccountStore  # noqa: E402
 from services.fetcher.password_cipher import cipher_from_settings  # noqa: E402
 from services.fetcher.settings import AccountEncryptionSettings  # noqa: E402
-from services.ticketer.tables import ProcessedMail  # noqa: E402
+from services.ticketer.auto_answer_outbox import import_templates  # noqa: E402
+from services.ticketer.auto_answer_templates import TemplateText  # noqa: E402
+from services.ticketer.tables import OutboundMail, ProcessedMail  # noqa: E402
 from tests.database_schemas import migrated_schema  # noqa: E402
 from tests.ticketer.running_ticketer import delete_group_and_topics, free_port, place_group_at_end  # noqa: E402
 
@@ -355,6 +362,7 @@ def main() -> None:
     parser.add_argument("--plots", type=Path, default=None, help="write PNG plots here")
     parser.add_argument("--classifiers", type=int, default=1, help="classifier replicas (one consumer group)")
     parser.add_argument("--ticketers", type=int, default=1, help="ticketer replicas (one consumer group)")
+    parser.add_argument("--auto-answers", action="store_true", help="queue an auto-answer to each new ticket (up to the cap)")
     args = parser.parse_args()
 
     stack = Stack()
@@ -378,7 +386,11 @@ def main() -> None:
         Account(
             id=f"e2eb-{run}-{i}", name=f"E2E bench {i}", host=endpoints.host, port=endpoints.imaps_port,
             ca_file=endpoints.ca_file, username=user.name, password=user.password,
-            poll_interval_seconds=POLL_INTERVAL_SECONDS, ticket_options={"create_user_from_local_part": True},
+            poll_interval_seconds=POLL_INTERVAL_SECONDS,
+            ticket_options={"create_user_from_local_part": True} | ({"auto_answer_template": "ack"} if args.auto_answers else {}),
+            # An answer needs the account's sender address; without answers the runs stay as before.
+            sender=SenderIdentity(name="IT Support", address="support@helpdesk.example.org") if args.auto_answers
+            else SenderIdentity(),
         )
         for i, user in enumerate(users)
     ]
@@ -386,12 +398,17 @@ def main() -> None:
     with migrated_schema(endpoints.database_url, "e2e_bench") as database_url, tempfile.TemporaryDirectory() as logs:
         engine = engine_for(database_url)
         AccountStore(engine, cipher_from_settings(load_settings(AccountEncryptionSettings))).import_accounts(accounts)
+        if args.auto_answers:
+            with engine.begin() as connection:
+                import_templates(connection, [TemplateText("ack", "Ticket {{ reference }}", "Thank you, we are on it.")])
         groups = {f"MAILINTAKE_{s.upper()}_GROUP_ID": f"e2eb-{run}-{s}" for s in SERVICES}
         place_group_at_end(endpoints.kafka_bootstrap, groups["MAILINTAKE_CLASSIFIER_GROUP_ID"], "mail.raw")
         place_group_at_end(endpoints.kafka_bootstrap, groups["MAILINTAKE_TICKETER_GROUP_ID"], "mail.classified")
         env = dict(os.environ) | groups | {
             f"MAILINTAKE_{s.upper()}_DATABASE_URL": database_url for s in SERVICES
-        } | {f"MAILINTAKE_{s.upper()}_LOG_LEVEL": "WARNING" for s in SERVICES}
+        } | {f"MAILINTAKE_{s.upper()}_LOG_LEVEL": "WARNING" for s in SERVICES} | {
+            "MAILINTAKE_TICKETER_AUTO_ANSWERS_ENABLED": "true" if args.auto_answers else "false"
+        }
         pipeline = Pipeline(env, Path(logs), {"fetcher": 1, "classifier": args.classifiers, "ticketer": args.ticketers})
         try:
             stack_before = stack_cpu_seconds(stack)
@@ -414,12 +431,15 @@ def main() -> None:
             stages = stage_seconds(
                 {"appended": appended, "fetched": fetched, "raw": raw, "classified": classified, "committed": at}
             )
+            with engine.connect() as connection:
+                answers_queued = connection.scalar(select(func.count()).select_from(OutboundMail))
         finally:
             pipeline.stop()
 
     print(
         f"mailboxes {args.mailboxes}, mails {total} ({per_mailbox} per mailbox), poll interval {POLL_INTERVAL_SECONDS}s, "
-        f"{args.classifiers} classifier(s), {args.ticketers} ticketer(s), load average {os.getloadavg()[0]:.1f}"
+        f"{args.classifiers} classifier(s), {args.ticketers} ticketer(s), auto-answers {'on' if args.auto_answers else 'off'}, "
+        f"load average {os.getloadavg()[0]:.1f}"
     )
     print("| measurement | value |")
     print("|---|---|")
@@ -434,6 +454,8 @@ def main() -> None:
         "| CPU seconds per 1,000 mails of the stack meanwhile (Kafka + PostgreSQL + Dovecot) | "
         f"{sum(stack_cpu.values()) / total * 1000:.1f} ({' + '.join(f'{stack_cpu[n] / total * 1000:.2f}' for n in STACK_SERVERS)}) |"
     )
+    if args.auto_answers:
+        print(f"| auto-answers queued (both phases) | {answers_queued:,} |")
     appended_rate = len(latencies) / args.latency_seconds
     print(
         f"| latency at {appended_rate:,.0f} mails/s appended (aimed at {rate / 2:,.0f}), {len(latencies)} mails: "
