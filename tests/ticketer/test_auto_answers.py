@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import hypothesis
 import pytest
+from hypothesis import strategies as st
 
 from mailintake.contracts.records import Decision, MailClassified, SenderIdentity, TicketOptions
 from mailintake.outbound_mail import ticket_number_of_message_id
@@ -24,6 +26,7 @@ from services.ticketer.auto_answers import (
     header_text,
     mail_address,
     message_id_reference,
+    parsed_mail_address,
     plan_auto_answer,
 )
 from services.ticketer.settings import TicketerSettings
@@ -144,12 +147,31 @@ def test_hostile_subjects_and_names_end_up_on_one_header_line(hostile):
         "no-at-sign",
         "@example.com",
         "a" * 250 + "@example.com",
+        "0@[",  # the stdlib's parser raised AttributeError on it, which failed the whole batch
     ],
 )
 def test_a_sender_that_is_not_one_bare_address_gets_no_answer(hostile):
     assert mail_address(hostile) is None
     result = plan(decision(sender=hostile))
     assert isinstance(result, NoAutoAnswer) and "not a single mail address" in result.reason
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "max.mustermann@example.com", "o'brien+tag@ex-ample.co.uk", "a@-c.d", "x@localhost", "a..b@c.d", ".a@c.d",
+        "a.@c.d", "a@c..d", "a@c.d.", '"quoted local"@example.com', '"a"@example.com', "a@[192.0.2.1]",
+        "müller@example.com", "a@münchen.de", "a@c.d\n", "a b@c.d", "a@c.d ", "(comment)a@c.d", "a@@c.d",
+    ],
+)
+def test_the_plain_address_shortcut_agrees_with_the_stdlib_parser(address):
+    assert mail_address(address) == parsed_mail_address(address)
+
+
+@hypothesis.given(st.text(alphabet="ab.@-+_'\"()[] \t\r\nüä0\x00\u2028", max_size=30))
+@hypothesis.settings(max_examples=600, deadline=None)
+def test_the_plain_address_shortcut_agrees_with_the_stdlib_parser_on_any_text(text):
+    assert mail_address(text) == (parsed_mail_address(text) if text else None)
 
 
 def test_customer_text_is_inserted_as_text_never_run_as_template_code():
