@@ -278,7 +278,7 @@ def test_a_batch_queues_its_auto_answers_in_the_same_statements_however_many(eng
         handled = store.apply_batch([BatchItem(m) for m in large])
     assert [h.events[-1].kind for h in handled] == [TicketEventKind.TICKET_CREATED] * 35 + [TicketEventKind.STEP_ADDED]
     # Tickets, templates, locks, counts in the window, dedupe keys, positions: one
-    # statement each (the rows go in by COPY), for 8 answered mails as for 33.
+    # statement each (the rows go in by COPY), for 5 answered mails as for 33.
     assert len(statements) == len(small_statements)
     assert sum("HASHTEXT(" in s.upper() for s in statements) == 1  # the recipients' locks
     with engine.connect() as c:
