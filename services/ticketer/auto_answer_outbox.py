@@ -16,10 +16,11 @@ from collections.abc import Sequence
 from datetime import timedelta
 from typing import cast
 
-from sqlalchemy import BigInteger, Connection, Text, bindparam, func, select
-from sqlalchemy.dialects.postgresql import ARRAY, insert
+from sqlalchemy import BigInteger, Connection, Text, func, select
+from sqlalchemy.dialects.postgresql import insert
 
 from mailintake.contracts.records import MailClassified
+from mailintake.database.advisory_locks import lock_in_order
 from mailintake.database.array_parameters import in_array
 from mailintake.database.bulk_copy import copy_rows
 from services.ticketer.auto_answer_templates import TemplateText
@@ -88,7 +89,9 @@ def queue_auto_answers(
         for row in connection.execute(select(AutoAnswerTemplate).where(in_array(AutoAnswerTemplate.name, names, Text)))
     }
     recipients = sorted({openings[i][0].sender.lower() for i in due})
-    _lock_recipients(connection, recipients)
+    # Two replicas handling two mails of one sender at once would both see the count
+    # below the cap; the lock per recipient (held to commit) makes the second wait.
+    lock_in_order(connection, _RECIPIENT_LOCK_NAMESPACE, recipients)
     in_window = dict(
         connection.execute(
             select(OutboundMail.recipient, func.count())
@@ -167,22 +170,6 @@ def queue_auto_answers(
         )
     copy_rows(connection, TicketStep.__table__, steps)
     return cast(list[AutoAnswer | NoAutoAnswer], results)
-
-
-def _lock_recipients(connection: Connection, recipients: Sequence[str]) -> None:
-    """Two replicas handling two mails of one sender at once would both see the count
-    below the cap; the lock per recipient (held to commit) makes the second wait for the
-    first. ``recipients`` are sorted, so two batches take the locks in one order."""
-    locked = (
-        func.unnest(bindparam("recipients", list(recipients), type_=ARRAY(Text)))
-        .table_valued("recipient", with_ordinality="position")
-        .render_derived(name="recipients")
-    )
-    connection.execute(
-        select(func.pg_advisory_xact_lock(_RECIPIENT_LOCK_NAMESPACE, func.hashtext(locked.c.recipient))).order_by(
-            locked.c.position
-        )
-    ).all()
 
 
 def import_templates(connection: Connection, templates: list[TemplateText]) -> None:

@@ -43,6 +43,7 @@ from sqlalchemy.dialects.postgresql import ARRAY, insert
 from sqlalchemy.exc import DBAPIError
 
 from mailintake.contracts.records import Decision, MailClassified, TicketEvent, TicketEventKind
+from mailintake.database.advisory_locks import lock_in_order
 from mailintake.database.array_parameters import in_array
 from mailintake.database.bulk_copy import copy_rows
 from mailintake.outbound_mail import ticket_number_of_message_id
@@ -248,17 +249,7 @@ class _BatchTransaction:
 
     def _lock_bundles(self, items: Sequence[BatchItem]) -> None:
         keys = sorted({bundle_lock_key(i.mail.bundle_key) for i in items if _may_bundle(i.mail) and i.mail.bundle_key})
-        if not keys:
-            return
-        # Sorted, so two batches sharing keys take the locks in one order.
-        locked = (
-            func.unnest(bindparam("bundle_locks", keys, type_=ARRAY(Integer)))
-            .table_valued("key", with_ordinality="position")
-            .render_derived(name="keys")
-        )
-        self._c.execute(
-            select(func.pg_advisory_xact_lock(BUNDLE_LOCK_NAMESPACE, locked.c.key)).order_by(locked.c.position)
-        ).all()
+        lock_in_order(self._c, BUNDLE_LOCK_NAMESPACE, keys)
 
     def _facts(self, items: Sequence[BatchItem]) -> BatchFacts:
         mails = [i.mail for i in items]
