@@ -34,6 +34,7 @@ from services.ticketer.auto_answers import (
     why_not_answer,
 )
 from services.ticketer.settings import TicketerSettings
+from services.ticketer.store import last_step_positions
 from services.ticketer.tables import AutoAnswerTemplate, OutboundMail, Ticket, TicketStep
 
 # First key of the two-key advisory locks that serialise the rate cap per recipient.
@@ -145,13 +146,7 @@ def queue_auto_answers(
     copy_rows(connection, OutboundMail.__table__, [plan.row() for plan in planned.values()])
     # The answer is part of the ticket's history from the moment it is queued; its
     # Message-ID there lets a reply or a bounce find the ticket.
-    last_positions = dict(
-        connection.execute(
-            select(TicketStep.ticket_number, func.max(TicketStep.position))
-            .where(in_array(TicketStep.ticket_number, [plan.ticket_number for plan in planned.values()], BigInteger))
-            .group_by(TicketStep.ticket_number)
-        ).all()
-    )
+    last_positions = last_step_positions(connection, [plan.ticket_number for plan in planned.values()])
     steps = []
     for index, plan in planned.items():
         position = last_positions.get(plan.ticket_number, 0) + 1

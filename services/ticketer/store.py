@@ -382,7 +382,7 @@ class _BatchTransaction:
                 ],
             )
 
-        last_position = self._last_positions([n for n in facts.tickets])
+        last_position = last_step_positions(self._c, list(facts.tickets))
         steps, reopened = [], set()
         results = []
         for item, plan in zip(items, plans):
@@ -522,16 +522,6 @@ class _BatchTransaction:
         }
         return [next(numbered[base]) for base in bases]
 
-    def _last_positions(self, numbers: list[int]) -> dict[int, int]:
-        if not numbers:
-            return {}
-        rows = self._c.execute(
-            select(TicketStep.ticket_number, func.max(TicketStep.position))
-            .where(in_array(TicketStep.ticket_number, numbers, BigInteger))
-            .group_by(TicketStep.ticket_number)
-        ).all()
-        return {number: position for number, position in rows}
-
     def _queue_auto_answers(
         self, items: Sequence[BatchItem], plans: Sequence[Plan], numbers: dict[PlannedTicket, int]
     ) -> None:
@@ -543,6 +533,18 @@ class _BatchTransaction:
         ]
         if openings:
             queue_auto_answers(self._c, openings, self._settings)
+
+
+def last_step_positions(connection: Connection, numbers: Sequence[int]) -> dict[int, int]:
+    """The highest step position of each ticket of ``numbers`` that has steps, in one statement."""
+    if not numbers:
+        return {}
+    rows = connection.execute(
+        select(TicketStep.ticket_number, func.max(TicketStep.position))
+        .where(in_array(TicketStep.ticket_number, numbers, BigInteger))
+        .group_by(TicketStep.ticket_number)
+    ).all()
+    return {number: position for number, position in rows}
 
 
 def bundle_lock_key(bundle_key: str) -> int:
