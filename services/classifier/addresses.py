@@ -29,6 +29,18 @@ MAX_ADDRESS_CHARS = 320
 
 _DOT_ATOM = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*$")
 
+_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+_PLAIN_ADDRESS = rf"{_ATOM}(?:\.{_ATOM})*@{_ATOM}(?:\.{_ATOM})*"
+# One mailbox in the forms nearly every From header takes: ``"Name" <a@b>``,
+# ``Name Words <a@b>``, ``<a@b>`` or ``a@b``, with dot-atom addresses and no comments,
+# escapes, groups or dots in the name. The stdlib's address parser costs ~20 us for
+# such a value, the expression ~2; anything else still goes to the parser.
+_PLAIN_MAILBOX = re.compile(
+    rf'[ \t]*(?:(?:"(?P<quoted>[^"\\\r\n]*)"|(?P<phrase>{_ATOM}(?:[ \t]+{_ATOM})*))[ \t]*)?'
+    rf"<(?P<angled>{_PLAIN_ADDRESS})>[ \t]*"
+    rf"|[ \t]*(?P<bare>{_PLAIN_ADDRESS})[ \t]*"
+)
+
 
 def normalise_local_part(local: str) -> str:
     """Lower-case; drop quotes a local part does not need.
@@ -81,6 +93,34 @@ def normalise_address(address: str) -> str:
     return f"{normalise_local_part(local)}@{unicode_domain(domain_name)}"
 
 
+def plain_mailbox(value: str) -> tuple[str, str] | None:
+    """(raw display name, address) of ``value`` when it is one mailbox in a plain form
+    (see ``_PLAIN_MAILBOX``), as the stdlib's ``getaddresses`` reads it; otherwise None.
+
+    >>> plain_mailbox('"Kunde 7" <k7@example.com>')
+    ('Kunde 7', 'k7@example.com')
+    >>> plain_mailbox("Max   Mustermann <max@example.com>")
+    ('Max Mustermann', 'max@example.com')
+    >>> plain_mailbox("a@example.com (Max)") is None
+    True
+    """
+    match = _PLAIN_MAILBOX.fullmatch(value)
+    if match is None:
+        return None
+    quoted, phrase, angled, bare = match.group("quoted", "phrase", "angled", "bare")
+    if bare is not None:
+        return "", bare
+    # The parser joins a name's words with one space; a quoted name keeps its own spacing.
+    return (quoted if quoted is not None else " ".join(phrase.split()) if phrase else ""), angled
+
+
+def raw_addresses(unfolded: str) -> list[tuple[str, str]]:
+    """(raw display name, raw address) of every entry of an unfolded header value, as the
+    stdlib's ``getaddresses`` reads them: by :func:`plain_mailbox` where it can."""
+    plain = plain_mailbox(unfolded)
+    return [plain] if plain is not None else getaddresses([unfolded])
+
+
 def addresses(raw_value: str | None) -> list[tuple[str | None, str]]:
     """The (decoded display name, normalised address) of every address in a raw header value.
 
@@ -91,7 +131,7 @@ def addresses(raw_value: str | None) -> list[tuple[str | None, str]]:
     if not raw_value:
         return []
     found: list[tuple[str | None, str]] = []
-    for name, address in getaddresses([unfold(raw_value)]):
+    for name, address in raw_addresses(unfold(raw_value)):
         if "@" not in address or len(address) > MAX_ADDRESS_CHARS:
             continue
         if not address.isascii():

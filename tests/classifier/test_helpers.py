@@ -135,7 +135,17 @@ def test_first_token_lowercases_and_drops_parameters():
 
 # ---------------------------------------------------------------- addresses
 
-from services.classifier.addresses import addresses, normalise_local_part, unicode_domain  # noqa: E402
+from email.utils import getaddresses  # noqa: E402
+
+import hypothesis  # noqa: E402
+
+from services.classifier.addresses import (  # noqa: E402
+    addresses,
+    normalise_local_part,
+    plain_mailbox,
+    raw_addresses,
+    unicode_domain,
+)
 
 
 def test_idn_domains_become_unicode_whichever_form_they_came_in():
@@ -161,6 +171,61 @@ def test_addresses_decodes_names_after_splitting_the_list():
 def test_addresses_skips_groups_and_null_senders():
     assert addresses("undisclosed-recipients:;") == []
     assert addresses("<>") == []
+
+
+_PLAIN_FORMS = [
+    '"Kunde 0" <user0@customer0.example.com>',
+    "Max   Mustermann <max.mustermann@example.com>",
+    "Max\tMustermann<max@example.com>",
+    '=?utf-8?q?M=C3=BCller?= <mueller@example.com>',
+    '" Kunde\t7 " <k7@example.com>',
+    '"" <a@b>',
+    "  <o'brien+tag@ex-ample.co.uk>  ",
+    "a@b.c",
+]
+
+
+@pytest.mark.parametrize("value", _PLAIN_FORMS)
+def test_plain_mailboxes_are_read_without_the_parser_as_the_parser_reads_them(value):
+    plain = plain_mailbox(value)
+    assert plain is not None
+    assert [plain] == getaddresses([value])
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "a@b.c (Max)", "Max <a@b.c> (x)", '"Max \\" M" <a@b>', "Dr. Max <a@b>", "a <b@c>, d <e@f>",
+        '"a b"@c.d', "Max <a@[192.0.2.1]>", "Gruppe: a@b;", "<>", "Max <a@b", "Max <müller@b.de>", "Max <a..b@c>",
+    ],
+)
+def test_other_forms_are_left_to_the_parser(value):
+    assert plain_mailbox(value) is None
+
+
+_NAME_PIECES = st.sampled_from(['"', "\\", " ", "\t", ".", ",", "(", ")", "<", ">", "@", ":", ";", "[", "]", "Max", "ü", "=?", "'"])
+_WORDS = st.lists(st.sampled_from(["Max", "K7", "=?utf-8?q?M=C3=BC?=", "ü", "o'b", "a.b"]), min_size=1, max_size=4)
+_NAMES = st.one_of(
+    st.lists(_NAME_PIECES, max_size=8).map("".join),  # anything, mostly not plain
+    st.builds(lambda words, gap: gap.join(words), _WORDS, st.sampled_from([" ", "\t", "  ", " \t", ",", ""])),
+    st.text(alphabet=' \tMü,.<>@\\"', max_size=8).map(lambda inner: f'"{inner}"'),
+)
+
+
+@hypothesis.settings(max_examples=500, deadline=None)
+@given(
+    name=_NAMES,
+    local=st.one_of(st.from_regex(r"[A-Za-z0-9+'-]{1,5}(\.[a-z0-9-]{1,4}){0,2}", fullmatch=True), st.text("ab.+-'\"\\ü", max_size=6)),
+    domain_name=st.one_of(st.from_regex(r"[a-z0-9-]{1,5}(\.[a-z0-9]{1,4}){0,2}", fullmatch=True), st.text("cd.-[]1ü", max_size=6)),
+    angled=st.booleans(),
+    spaces=st.sampled_from(["", " ", "\t", "  "]),
+)
+def test_the_plain_mailbox_shortcut_agrees_with_the_stdlib_parser(name, local, domain_name, angled, spaces):
+    value = f"{spaces}{name}{spaces}<{local}@{domain_name}>{spaces}" if angled else f"{spaces}{local}@{domain_name}{spaces}"
+    plain = plain_mailbox(value)
+    if plain is not None:
+        assert [plain] == getaddresses([value])
+    assert raw_addresses(value) == ([plain] if plain is not None else getaddresses([value]))
 
 
 # ---------------------------------------------------------------- transfer encodings
