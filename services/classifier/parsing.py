@@ -178,8 +178,45 @@ def _header_map(message: Message) -> dict[str, tuple[str, ...]]:
     return {name: tuple(values) for name, values in found.items()}
 
 
-def _parameter(part: Message, name: str, header: str = "content-type") -> str | None:
-    value = part.get_param(name, None, header)
+class MimeParameters:
+    """A part's MIME parameters, each header's list parsed at most once.
+
+    ``Message.get_param`` reads and parses the whole header on every call (and
+    ``get_content_charset`` calls it too): a text leaf's Content-Type was parsed twice and
+    its Content-Disposition once, ~35 us of a plain mail's ~400. Here a header's list is
+    parsed by the stdlib's own ``get_params`` once, and each look-up is what
+    ``get_param`` and ``get_content_charset`` return.
+    """
+
+    def __init__(self, part: Message) -> None:
+        self.part = part
+        self._by_header: dict[str, dict[str, str | tuple[str | None, str | None, str]]] = {}
+
+    def get(self, name: str, header: str = "content-type") -> str | tuple[str | None, str | None, str] | None:
+        """``part.get_param(name, None, header)``: the first parameter of that name, unquoted."""
+        found = self._by_header.get(header)
+        if found is None:
+            found = self._by_header[header] = {}
+            for key, value in self.part.get_params([], header):
+                found.setdefault(key.lower(), value)
+        return found.get(name.lower())
+
+    def charset(self) -> str | None:
+        """``part.get_content_charset()``: the charset parameter, lower-cased; None when
+        there is none or it is not ASCII."""
+        charset = self.get("charset")
+        if charset is None:
+            return None
+        if isinstance(charset, tuple):  # RFC 2231, decoded as the stdlib does
+            try:
+                charset = str(charset[2].encode("raw-unicode-escape"), charset[0] or "us-ascii")
+            except (LookupError, UnicodeError):
+                charset = charset[2]
+        return charset.lower() if charset.isascii() else None
+
+
+def _parameter(parameters: MimeParameters, name: str, header: str = "content-type") -> str | None:
+    value = parameters.get(name, header)
     if isinstance(value, tuple):  # RFC 2231: (charset, language, text with one character per byte)
         charset, _, text = value
         decoded = decode_text(bytes(text or "", "raw-unicode-escape"), charset)[0]
@@ -190,8 +227,8 @@ def _parameter(part: Message, name: str, header: str = "content-type") -> str | 
     return decode_words(value).strip() or None
 
 
-def _filename(part: Message) -> str | None:
-    name = _parameter(part, "filename", "content-disposition") or _parameter(part, "name")
+def _filename(parameters: MimeParameters) -> str | None:
+    name = _parameter(parameters, "filename", "content-disposition") or _parameter(parameters, "name")
     return name[:255] if name else None
 
 
@@ -246,9 +283,10 @@ class _LeafPayload:
     quoted-printable body before decoding it.
     """
 
-    def __init__(self, part: Message, content_type: str | None = None) -> None:
+    def __init__(self, part: Message, content_type: str | None = None, parameters: MimeParameters | None = None) -> None:
         self.part = part
         self.content_type = content_type or part.get_content_type()
+        self.parameters = parameters or MimeParameters(part)
         self.encoding = transfer_encoding.normalised_encoding(part.get("content-transfer-encoding"))
         self._decoded: bytes | None = None
 
@@ -296,7 +334,7 @@ def _decoded_text(part: Message, max_bytes: int, walk: _Walk, leaf: _LeafPayload
     leaf = leaf or _LeafPayload(part)
     # Four encoded characters per output byte is more than any transfer encoding needs.
     data, cut = leaf.body_bytes(4 * max_bytes + 4)
-    declared = part.get_content_charset()
+    declared = leaf.parameters.charset()
     if declared is None and leaf.content_type.split("/")[1] == "html":
         declared = _meta_charset(data)
     text, used = decode_text(data, declared, cut=cut)
@@ -341,7 +379,8 @@ def _visit(part: Message, path: str, walk: _Walk, bodies: _Bodies | None) -> int
     # Only a container's payload is needed here; a leaf's is read by the helpers above.
     payload = part.get_payload() if part.is_multipart() else None
     disposition = _disposition(part)
-    filename = _filename(part)
+    parameters = MimeParameters(part)
+    filename = _filename(parameters)
 
     if content_type in ("message/rfc822", "message/global") and isinstance(payload, list):
         index = len(walk.attachments)
@@ -378,14 +417,14 @@ def _visit(part: Message, path: str, walk: _Walk, bodies: _Bodies | None) -> int
     if maintype == "multipart":
         # A multipart whose boundary never appears: the parser keeps its content as text.
         walk.note("multipart without its boundary, read as text")
-        leaf = _LeafPayload(part, content_type)
+        leaf = _LeafPayload(part, content_type, parameters)
         if bodies is not None:
             text, cut = _decoded_text(part, walk.limits.max_body_text_bytes, walk, leaf)
             bodies.plain.append(text)
             bodies.truncated |= cut
         return leaf.measured_size()
 
-    leaf = _LeafPayload(part, content_type)
+    leaf = _LeafPayload(part, content_type, parameters)
     if _is_body_candidate(content_type, disposition, filename):
         if bodies is None:
             # The text of a forwarded message: part of that message, not a file.

@@ -287,3 +287,50 @@ def test_html_to_text_puts_blocks_on_lines_and_copes_with_nothing():
     assert html_to_text("<table><tr><td>a</td><td>b</td></tr><tr><td>c</td></tr></table>") == "a b\nc"
     assert html_to_text("<!-- only a comment -->") == ""
     assert html_to_text("   ") == ""
+
+
+# ---------------------------------------------------------------- MIME parameters
+
+from email.parser import BytesParser  # noqa: E402
+
+from services.classifier.parsing import DEFAULT_POLICY, FALLBACK_POLICY, MimeParameters  # noqa: E402
+
+_PARAMETER_NAMES = ["charset", "name", "filename", "boundary", "report-type", "format"]
+_PARAMETER_PIECES = st.sampled_from(
+    ["text/plain", "multipart/report", ";", " ", "\t", "=", '"', "\\", "'", "*", "*0", "*1", "%C3%BC", "%", "utf-8",
+     "UTF-8", "ISO-8859-1", "x-unknown", "us-ascii''", "en", "ü", "Charset", "charset", "name", "filename", "NAME",
+     "report-type", "delivery-status", "a b", ",", "(c)", "\r\n "]
+)
+
+
+@hypothesis.settings(max_examples=400, deadline=None)
+@given(
+    content_type=st.lists(_PARAMETER_PIECES, max_size=14).map("".join),
+    disposition=st.one_of(st.none(), st.lists(_PARAMETER_PIECES, max_size=10).map(lambda p: "attachment" + "".join(p))),
+    compat32=st.booleans(),
+)
+def test_mime_parameters_read_as_the_stdlib_reads_them(content_type, disposition, compat32):
+    head = f"From: a@b.c\r\nContent-Type: {content_type}\r\n"
+    if disposition is not None:
+        head += f"Content-Disposition: {disposition}\r\n"
+    part = BytesParser(policy=FALLBACK_POLICY if compat32 else DEFAULT_POLICY).parsebytes((head + "\r\nbody\r\n").encode())
+    parameters = MimeParameters(part)
+    for name in _PARAMETER_NAMES:
+        assert parameters.get(name) == part.get_param(name, None)
+        assert parameters.get(name, "content-disposition") == part.get_param(name, None, "content-disposition")
+    assert parameters.charset() == part.get_content_charset()
+
+
+@pytest.mark.parametrize(
+    ("content_type", "charset"),
+    [
+        ("text/plain; charset=UTF-8", "utf-8"),
+        ('text/plain; format=flowed; charset="iso-8859-1"; charset=utf-8', "iso-8859-1"),
+        ("text/plain; charset*=us-ascii'en'ISO-8859-15", "iso-8859-15"),
+        ("text/plain; charset*=utf-8''%C3%BC", None),
+        ("text/plain", None),
+    ],
+)
+def test_mime_parameters_charset(content_type, charset):
+    part = BytesParser(policy=DEFAULT_POLICY).parsebytes(f"Content-Type: {content_type}\r\n\r\nx".encode())
+    assert MimeParameters(part).charset() == charset == part.get_content_charset()
