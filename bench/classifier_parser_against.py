@@ -3,7 +3,8 @@
     .venv/bin/python bench/classifier_parser_against.py REV [--corpus plain-8bit] [--mails 400] [--rounds 40]
 
 Loads ``services/classifier/parsing.py`` as it is at git revision ``REV`` beside this
-tree's, then alternates the two over the same mails, ``--rounds`` times, swapping which
+tree's, and with it the address helpers (``addresses.py``) at ``REV``: the revision's
+parser calls the revision's helpers of that module. Then it alternates the two over the same mails, ``--rounds`` times, swapping which
 goes first every round. Two measurements, each as this tree's CPU time over REV's per
 round (median and quartiles), so that a change of a few per cent shows through a machine
 whose speed drifts by more than that between runs:
@@ -12,8 +13,8 @@ whose speed drifts by more than that between runs:
 - *pass*: what the service does per record (decode the ``mail.raw`` record, parse,
   decide, encode), with only the parser swapped.
 
-The rest of the tree is this one's for both: the revision's parser must import against
-it (a parser from before a change of its helpers will not).
+The rest of the tree is this one's for both: the revision's parser and address helpers
+must import against it (a parser from before a change of its other helpers will not).
 """
 
 from __future__ import annotations
@@ -41,24 +42,38 @@ from services.classifier.service import raw_decoder, record_handler  # noqa: E40
 from services.classifier.settings import ClassifierSettings  # noqa: E402
 
 PARSER = "services/classifier/parsing.py"
+HELPERS = {"services.classifier.addresses": "services/classifier/addresses.py"}
+"""Helper modules taken at the revision too, by module name: the parser's names bound to
+them are bound to the revision's."""
 
 
-def parser_at(revision: str, folder: Path) -> ModuleType:
-    """``parsing.py`` as it is at ``revision``, imported as a module of its own."""
+def module_at(revision: str, source: str, name: str, folder: Path) -> ModuleType:
+    """The file ``source`` as it is at ``revision``, imported as a module named ``name``."""
     try:
         text = subprocess.run(
-            ["git", "show", f"{revision}:{PARSER}"], cwd=ROOT, capture_output=True, text=True, check=True
+            ["git", "show", f"{revision}:{source}"], cwd=ROOT, capture_output=True, text=True, check=True
         ).stdout
     except subprocess.CalledProcessError as error:
-        raise SystemExit(f"cannot read {PARSER} at {revision}: {error.stderr.strip()}") from None
-    path = folder / "parsing_at_revision.py"
+        raise SystemExit(f"cannot read {source} at {revision}: {error.stderr.strip()}") from None
+    path = folder / f"{name}.py"
     path.write_text(text, encoding="utf-8")
-    spec = importlib.util.spec_from_file_location("parsing_at_revision", path)
+    spec = importlib.util.spec_from_file_location(name, path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up while the class is made
     spec.loader.exec_module(module)
     return module
+
+
+def parser_at(revision: str, folder: Path) -> ModuleType:
+    """``parsing.py`` as it is at ``revision``, calling the :data:`HELPERS` as they are there."""
+    parser = module_at(revision, PARSER, "parsing_at_revision", folder)
+    for number, (helper_name, source) in enumerate(HELPERS.items()):
+        helper = module_at(revision, source, f"helper_{number}_at_revision", folder)
+        for name, value in vars(parser).items():
+            if getattr(value, "__module__", None) == helper_name and hasattr(helper, name):
+                setattr(parser, name, getattr(helper, name))
+    return parser
 
 
 def interleaved(rounds: int, runs: dict[str, Callable[[], None]]) -> list[float]:
