@@ -441,6 +441,9 @@ def main() -> None:
         f"{args.classifiers} classifier(s), {args.ticketers} ticketer(s), auto-answers {'on' if args.auto_answers else 'off'}, "
         f"load average {os.getloadavg()[0]:.1f}"
     )
+    # Every Python process of the run (the bare loop too) runs on this interpreter, and its build
+    # moves the CPU per mail by a fifth (BENCHMARKS, "the interpreter's build").
+    print(f"Python {' '.join(sys.version.split())}")
     print("| measurement | value |")
     print("|---|---|")
     print(f"| bare IMAP FETCH (mails/s) | {bare_rate:,.0f} |")
