@@ -183,9 +183,10 @@ class MimeParameters:
 
     ``Message.get_param`` reads and parses the whole header on every call (and
     ``get_content_charset`` calls it too): a text leaf's Content-Type was parsed twice and
-    its Content-Disposition once, ~35 us of a plain mail's ~400. Here a header's list is
-    parsed by the stdlib's own ``get_params`` once, and each look-up is what
-    ``get_param`` and ``get_content_charset`` return.
+    its Content-Disposition once. Here a header's list is parsed by the stdlib's own
+    ``get_params`` once, and each look-up is what ``get_param`` and
+    ``get_content_charset`` return. Measured interleaved on the end-to-end bench's plain
+    mails: ~10 us less per mail, of a ~400 us parse.
     """
 
     def __init__(self, part: Message) -> None:
