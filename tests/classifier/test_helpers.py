@@ -208,7 +208,7 @@ _WORDS = st.lists(st.sampled_from(["Max", "K7", "=?utf-8?q?M=C3=BC?=", "ü", "o'
 _NAMES = st.one_of(
     st.lists(_NAME_PIECES, max_size=8).map("".join),  # anything, mostly not plain
     st.builds(lambda words, gap: gap.join(words), _WORDS, st.sampled_from([" ", "\t", "  ", " \t", ",", ""])),
-    st.text(alphabet=' \tMü,.<>@\\"', max_size=8).map(lambda inner: f'"{inner}"'),
+    st.text(alphabet=' \tMü,.<>@\\"();:\x00\x7f\u2028\udcfc', max_size=8).map(lambda inner: f'"{inner}"'),
 )
 
 
