@@ -4,10 +4,11 @@
 
 Loads ``services/classifier/parsing.py`` as it is at git revision ``REV`` beside this
 tree's, and with it the address helpers (``addresses.py``) at ``REV``: the revision's
-parser calls the revision's helpers of that module. Then it alternates the two over the same mails, ``--rounds`` times, swapping which
-goes first every round. Two measurements, each as this tree's CPU time over REV's per
-round (median and quartiles), so that a change of a few per cent shows through a machine
-whose speed drifts by more than that between runs:
+parser calls the revision's helpers of that module. Then it alternates the two over the
+same mails, ``--rounds`` times, swapping which goes first every round. Two measurements,
+each as this tree's CPU time over REV's per round (median and quartiles), so that a change
+of a few per cent shows through a machine whose speed drifts by more than that between
+runs:
 
 - *parse*: ``parse_mail`` alone;
 - *pass*: what the service does per record (decode the ``mail.raw`` record, parse,
