@@ -442,7 +442,7 @@ def main() -> None:
         f"load average {os.getloadavg()[0]:.1f}"
     )
     # Every Python process of the run (the bare loop too) runs on this interpreter, and its build
-    # moves the CPU per mail by up to a fifth (BENCHMARKS, "the interpreter's build").
+    # moves the CPU per mail by up to a fifth (BENCHMARKS.md, "the interpreter's build").
     print(f"Python {' '.join(sys.version.split())}")
     print("| measurement | value |")
     print("|---|---|")
