@@ -487,11 +487,13 @@ class _BatchTransaction:
             "display_name": ([p.display_name for p in planned], Text),
             "location_id": ([_location_id(p.location, locations) for p in planned], BigInteger),
             "created_from_account_id": ([p.account_id for p in planned], Text),
-        })
+        }, numbered=True)
         names = ["login", "email", "display_name", "location_id", "created_from_account_id"]
+        # In the order given (the caller's email order), as the VALUES list went in.
+        rows = select(*(new_users.c[name] for name in names)).order_by(new_users.c.position)
         statement = (
             insert(User)
-            .from_select(names, select(*(new_users.c[name] for name in names)))
+            .from_select(names, rows)
             .on_conflict_do_nothing()
             .returning(User.id, User.email, User.login)
         )
@@ -560,15 +562,17 @@ def bundle_lock_key(bundle_key: str) -> int:
     return zlib.crc32(bundle_key.encode("utf-8")) - 2**31
 
 
-def _unnested(name: str, columns: dict[str, tuple[Sequence[object], type]]) -> Any:
+def _unnested(name: str, columns: dict[str, tuple[Sequence[object], type]], *, numbered: bool = False) -> Any:
     """A derived table ``name`` whose columns are array parameters unnested side by side
     (``columns``: column name -> its values and their SQLAlchemy type), so a batch's rows
-    go in one short statement whatever their number."""
+    go in one short statement whatever their number. ``numbered`` adds the column
+    ``position`` (1, 2, ... in the arrays' order), to order by."""
     arrays = [
         bindparam(f"{name}_{column}", list(values), type_=ARRAY(item_type()))
         for column, (values, item_type) in columns.items()
     ]
-    return func.unnest(*arrays).table_valued(*columns).render_derived(name=name)
+    table = func.unnest(*arrays).table_valued(*columns, with_ordinality="position" if numbered else None)
+    return table.render_derived(name=name)
 
 
 def _pairs(name: str, pairs: Sequence[tuple[str, object]], second_type: type) -> Any:
