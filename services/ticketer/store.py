@@ -436,8 +436,16 @@ class _BatchTransaction:
         domains = sorted({p.domain for p in planned})
         if not domains:
             return {}
-        statement = insert(Location).on_conflict_do_nothing(index_elements=["domain"]).returning(Location.id, Location.domain)
-        locations = {row.domain: (row.id, True) for row in self._c.execute(statement, [dict(name=d, domain=d) for d in domains])}
+        # Unnested, as the users' INSERT is: one statement text whatever the number of domains.
+        new_domains = _unnested("new_locations", {"domain": (domains, Text)}, numbered=True)
+        rows = select(new_domains.c.domain, new_domains.c.domain).order_by(new_domains.c.position)
+        statement = (
+            insert(Location)
+            .from_select(["name", "domain"], rows)
+            .on_conflict_do_nothing(index_elements=["domain"])
+            .returning(Location.id, Location.domain)
+        )
+        locations = {row.domain: (row.id, True) for row in self._c.execute(statement)}
         if missing := [d for d in domains if d not in locations]:
             found = self._c.execute(select(Location.id, Location.domain).where(in_array(Location.domain, missing, Text)))
             locations.update((row.domain, (row.id, False)) for row in found)

@@ -200,11 +200,12 @@ def test_a_batch_of_new_senders_is_inserted_in_one_statement(engine, store, uniq
     assert logins == {s: s.split("@")[0] for s in senders[:20]} | {f"{taken}@kunde.test": f"{taken}-2"}
 
 
-def test_new_senders_go_in_by_the_same_statement_whatever_the_batch_size(engine, store, unique):
-    account, domain = f"acc-{unique}", f"kunde-{unique}.test"
+def test_new_senders_and_domains_go_in_by_the_same_statements_whatever_the_batch_size(engine, store, unique):
+    account = f"acc-{unique}"
     inserts = []
-    for size in (3, 20):
-        senders = [f"n{size}x{i}.{unique}@{domain}" for i in range(size)]
+    for size, domain_count in ((3, 2), (20, 5)):
+        domains = [f"kunde{size}x{d}-{unique}.test" for d in range(domain_count)]
+        senders = [f"n{size}x{i}.{unique}@{domains[i % domain_count]}" for i in range(size)]
         mails = [
             classified(account, f"{size}-{i}", sender=s, sender_name=f"Kunde {i}" if i % 2 else None,
                        create_user_from_local_part=True, create_location_from_domain=True)
@@ -213,16 +214,18 @@ def test_new_senders_go_in_by_the_same_statement_whatever_the_batch_size(engine,
         with recorded_statements(engine) as statements:
             handled = store.apply_batch([BatchItem(m) for m in mails])
         assert [k for k in kinds(handled) if "USER_CREATED" not in k] == []
-        inserts.append([s for s in statements if s.lstrip().upper().startswith("INSERT INTO USERS")])
+        inserts.append([s for s in statements if s.lstrip().upper().startswith(("INSERT INTO USERS", "INSERT INTO LOCATIONS"))])
         with engine.connect() as c:
-            location = c.execute(select(Location.id).where(Location.domain == domain)).scalar_one()
+            location_ids = dict(c.execute(select(Location.domain, Location.id).where(Location.domain.in_(domains))).all())
             rows = c.execute(select(User.email, User.login, User.display_name, User.location_id, User.created_from_account_id)
                              .where(User.email.in_(senders))).all()
+        assert sorted(location_ids) == sorted(domains)
         assert sorted(rows) == sorted(
-            (s, s.split("@")[0], f"Kunde {i}" if i % 2 else None, location, account) for i, s in enumerate(senders)
+            (s, s.split("@")[0], f"Kunde {i}" if i % 2 else None, location_ids[s.split("@")[1]], account)
+            for i, s in enumerate(senders)
         )
     # A multi-row VALUES list was new SQL for every batch size, converted by psycopg each time.
-    assert len(inserts[0]) == len(inserts[1]) == 1
+    assert len(inserts[0]) == len(inserts[1]) == 2
     assert inserts[0] == inserts[1]
 
 
