@@ -229,6 +229,30 @@ def test_new_senders_and_domains_go_in_by_the_same_statements_whatever_the_batch
     assert inserts[0] == inserts[1]
 
 
+def test_follow_ups_go_in_by_the_same_statements_whatever_the_batch_size(engine, store, unique):
+    account = f"acc-{unique}"
+    sent = []
+    for size in (3, 12):
+        senders = [f"f{size}x{i}-{unique}@kunde.test" for i in range(size)]
+        opened = store.apply_batch([
+            BatchItem(classified(account, f"{size}-{i}", sender=s, subject=f"Case {size}/{i}", create_user_from_local_part=True))
+            for i, s in enumerate(senders)
+        ])
+        numbers = [h.opened_ticket for h in opened]
+        follow_ups = [
+            classified(account, f"{size}-{i}-re", decision=Decision.FOLLOW_UP, reference=f"[#mi-{number}]",
+                       subject=f"Re: [#mi-{number}] Case {size}/{i}", sender=s, create_user_from_local_part=True)
+            for i, (s, number) in enumerate(zip(senders, numbers))
+        ]
+        with recorded_statements(engine) as statements:
+            handled = store.apply_batch([BatchItem(m) for m in follow_ups])
+        assert [(h.events[-1].kind, h.events[-1].ticket_number) for h in handled] == [
+            (TicketEventKind.STEP_ADDED, number) for number in numbers
+        ]
+        sent.append(statements)
+    assert sent[0] == sent[1]
+
+
 def test_senders_sharing_a_local_part_cost_the_same_statements_however_many(engine, store, unique):
     info, support = f"info.{unique}", f"support.{unique}"
     add_user(engine, info, f"{info}@own.test")
@@ -307,8 +331,10 @@ def test_a_batch_queues_its_auto_answers_in_the_same_statements_however_many(eng
         handled = store.apply_batch([BatchItem(m) for m in large])
     assert [h.events[-1].kind for h in handled] == [TicketEventKind.TICKET_CREATED] * 35 + [TicketEventKind.STEP_ADDED]
     # Tickets, templates, locks, counts in the window, dedupe keys, positions: one
-    # statement each (the rows go in by COPY), for 5 answered mails as for 33.
+    # statement each (the rows go in by COPY), for 5 answered mails as for 33; and each
+    # with the same text, so psycopg converts none of them afresh for a new batch size.
     assert len(statements) == len(small_statements)
+    assert statements == small_statements
     assert sum("HASHTEXT(" in s.upper() for s in statements) == 1  # the recipients' locks
     with engine.connect() as c:
         answers = c.execute(
