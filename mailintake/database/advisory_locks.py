@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import Connection, Integer, Text, bindparam, func, select
-from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy import Connection, Integer, Text, func, select
+
+from mailintake.database.array_parameters import unnested
 
 
 def lock_in_order(connection: Connection, namespace: int, keys: Sequence[int] | Sequence[str]) -> None:
@@ -19,10 +20,6 @@ def lock_in_order(connection: Connection, namespace: int, keys: Sequence[int] | 
     if not keys:
         return
     text_keys = isinstance(keys[0], str)
-    locked = (
-        func.unnest(bindparam("lock_keys", list(keys), type_=ARRAY(Text if text_keys else Integer)))
-        .table_valued("key", with_ordinality="position")
-        .render_derived(name="lock_keys")
-    )
+    locked = unnested("lock_keys", {"key": (keys, Text if text_keys else Integer)}, numbered=True)
     second = func.hashtext(locked.c.key) if text_keys else locked.c.key
     connection.execute(select(func.pg_advisory_xact_lock(namespace, second)).order_by(locked.c.position)).all()

@@ -39,13 +39,13 @@ from typing import Any
 
 import structlog
 from psycopg import errors as pg_errors
-from sqlalchemy import BigInteger, Connection, Engine, Integer, Text, and_, bindparam, func, select, update
-from sqlalchemy.dialects.postgresql import ARRAY, insert
+from sqlalchemy import BigInteger, Connection, Engine, Integer, Text, and_, func, select, update
+from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import DBAPIError
 
 from mailintake.contracts.records import Decision, MailClassified, TicketEvent, TicketEventKind
 from mailintake.database.advisory_locks import lock_in_order
-from mailintake.database.array_parameters import in_array
+from mailintake.database.array_parameters import in_array, unnested
 from mailintake.database.bulk_copy import copy_rows
 from mailintake.outbound_mail import ticket_number_of_message_id
 from services.ticketer.core import (
@@ -437,7 +437,7 @@ class _BatchTransaction:
         if not domains:
             return {}
         # Unnested, as the users' INSERT is: one statement text whatever the number of domains.
-        new_domains = _unnested("new_locations", {"domain": (domains, Text)}, numbered=True)
+        new_domains = unnested("new_locations", {"domain": (domains, Text)}, numbered=True)
         rows = select(new_domains.c.domain, new_domains.c.domain).order_by(new_domains.c.position)
         statement = (
             insert(Location)
@@ -489,7 +489,7 @@ class _BatchTransaction:
         # One INSERT ... SELECT from unnested array parameters: its text is the same for every
         # batch, where a multi-row VALUES list was new SQL of the batch's size that psycopg
         # converted on every execution (6 % of the ticketer when every mail was a new sender).
-        new_users = _unnested("new_users", {
+        new_users = unnested("new_users", {
             "login": (logins, Text),
             "email": ([p.email for p in planned], Text),
             "display_name": ([p.display_name for p in planned], Text),
@@ -570,22 +570,9 @@ def bundle_lock_key(bundle_key: str) -> int:
     return zlib.crc32(bundle_key.encode("utf-8")) - 2**31
 
 
-def _unnested(name: str, columns: dict[str, tuple[Sequence[object], type]], *, numbered: bool = False) -> Any:
-    """A derived table ``name`` whose columns are array parameters unnested side by side
-    (``columns``: column name -> its values and their SQLAlchemy type), so a batch's rows
-    go in one short statement whatever their number. ``numbered`` adds the column
-    ``position`` (1, 2, ... in the arrays' order), to order by."""
-    arrays = [
-        bindparam(f"{name}_{column}", list(values), type_=ARRAY(item_type()))
-        for column, (values, item_type) in columns.items()
-    ]
-    table = func.unnest(*arrays).table_valued(*columns, with_ordinality="position" if numbered else None)
-    return table.render_derived(name=name)
-
-
 def _pairs(name: str, pairs: Sequence[tuple[str, object]], second_type: type) -> Any:
     """``pairs`` as a derived table with columns ``first`` (text) and ``second``."""
-    return _unnested(name, {"first": ([a for a, _ in pairs], Text), "second": ([b for _, b in pairs], second_type)})
+    return unnested(name, {"first": ([a for a, _ in pairs], Text), "second": ([b for _, b in pairs], second_type)})
 
 
 def _may_bundle(mail: MailClassified) -> bool:
