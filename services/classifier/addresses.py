@@ -19,6 +19,7 @@ from email.utils import getaddresses
 
 import idna
 
+from mailintake.address_syntax import ATEXT, DOT_ATOM
 from services.classifier.headers import decode_words, unfold
 
 MAX_ADDRESSES = 50
@@ -27,16 +28,15 @@ MAX_ADDRESSES = 50
 MAX_ADDRESS_CHARS = 320
 """Longest address kept: 64 for the local part, 255 for the domain, the '@'."""
 
-_DOT_ATOM = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*$")
+_DOT_ATOM = re.compile(rf"^{DOT_ATOM}$")
 
-_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
-_PLAIN_ADDRESS = rf"{_ATOM}(?:\.{_ATOM})*@{_ATOM}(?:\.{_ATOM})*"
+_PLAIN_ADDRESS = rf"{DOT_ATOM}@{DOT_ATOM}"
 # One mailbox in the forms nearly every From header takes: ``"Name" <a@b>``,
 # ``Name Words <a@b>``, ``<a@b>`` or ``a@b``, with dot-atom addresses and no comments,
 # escapes, groups or dots in the name. The stdlib's address parser costs ~20 us for
 # such a value, the expression ~2; anything else still goes to the parser.
 _PLAIN_MAILBOX = re.compile(
-    rf'[ \t]*(?:(?:"(?P<quoted>[^"\\\r\n]*)"|(?P<phrase>{_ATOM}(?:[ \t]+{_ATOM})*))[ \t]*)?'
+    rf'[ \t]*(?:(?:"(?P<quoted>[^"\\\r\n]*)"|(?P<phrase>{ATEXT}(?:[ \t]+{ATEXT})*))[ \t]*)?'
     rf"<(?P<angled>{_PLAIN_ADDRESS})>[ \t]*"
     rf"|[ \t]*(?P<bare>{_PLAIN_ADDRESS})[ \t]*"
 )

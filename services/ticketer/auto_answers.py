@@ -20,6 +20,7 @@ import unicodedata
 from dataclasses import asdict, dataclass
 from email.headerregistry import Address
 
+from mailintake.address_syntax import DOT_ATOM
 from mailintake.contracts.records import MailClassified
 from mailintake.outbound_mail import format_outbound_message_id
 from services.ticketer.auto_answer_templates import TemplateText, render_template
@@ -34,9 +35,7 @@ _SENDER_NAME_LENGTH = 255  # outbound_mails.sender_name; a longer value would fa
 _ADDRESS_LENGTH = 254  # RFC 5321's limit on a path, inside outbound_mails' String(320)
 _MSG_ID = re.compile(r"^<[\x21-\x3b\x3d\x3f-\x7e]{1,900}>$")  # printable ASCII, no '<' '>' inside
 _BREAKS_A_LINE = {"Cc", "Zl", "Zp"}  # controls (CR, LF, NUL, ESC, NEL, ...) and Unicode line/paragraph separators
-# RFC 5322 atext, ASCII only: what a dot-atom may hold without quoting.
-_ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
-_PLAIN_ADDRESS = re.compile(rf"{_ATEXT}(?:\.{_ATEXT})*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+\Z")
+_PLAIN_ADDRESS = re.compile(rf"{DOT_ATOM}@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+\Z")
 
 
 @dataclass(frozen=True)
