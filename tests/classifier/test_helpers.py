@@ -334,3 +334,78 @@ def test_mime_parameters_read_as_the_stdlib_reads_them(content_type, disposition
 def test_mime_parameters_charset(content_type, charset):
     part = BytesParser(policy=DEFAULT_POLICY).parsebytes(f"Content-Type: {content_type}\r\n\r\nx".encode())
     assert MimeParameters(part).charset() == charset == part.get_content_charset()
+
+
+from services.classifier import parsing  # noqa: E402
+
+
+def _structure(message):
+    """Everything the parser builds for a message, nested parts included, as plain values."""
+    payload = message.get_payload()
+    return (
+        message.get_unixfrom(),
+        message.items(),
+        [type(defect).__name__ for defect in message.defects],
+        message.get_content_type(),
+        [_structure(part) for part in payload] if isinstance(payload, list) else payload,
+        message.get_payload(decode=True) if not message.is_multipart() else None,
+    )
+
+
+_MAIL_PIECES = st.sampled_from(
+    ["From: a@b.c", "From a@b.c Mon Dec  2 09:00:00 2024", "Subject: x", " folded", "\tfolded", "no header here",
+     "Content-Type: text/plain", "Content-Type: text/html; charset=utf-8", "Content-Type: multipart/mixed; boundary=b",
+     "Content-Type: message/rfc822", "Content-Type: message/delivery-status", "Content-Type: multipart/alternative",
+     "Content-Transfer-Encoding: base64", "Content-Transfer-Encoding: 8bit", "--b", "--b--", "aGVsbG8=", "body",
+     "Grüße", "\xff\xfe", ":", "", "\r\n", "\n", "\r", "\r\n\r\n", "\n\n", "\n\r\n", "\r\n\n", "\r\r", "\n\r"]
+)
+
+
+@hypothesis.settings(max_examples=600, deadline=None)
+@given(pieces=st.lists(_MAIL_PIECES, max_size=30), compat32=st.booleans())
+def test_the_header_block_first_feed_builds_the_message_the_whole_feed_builds(pieces, compat32):
+    raw = "".join(pieces).encode("latin-1", "replace")
+    policy = FALLBACK_POLICY if compat32 else DEFAULT_POLICY
+    assert _structure(parsing._feed(raw, policy)) == _structure(BytesParser(policy=policy).parsebytes(raw))
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"From: a@b.c\r\nSubject: x\r\n\r\nbody\r\n\r\nmore \xc3\xbc\xff\r\n",
+        b"From: a@b.c\nSubject: x\n\nbody\n",
+        b"From: a@b.c\nSubject: x\n\r\nbody\n",
+        b"From: a@b.c\r\n\r\n",
+        b"From: a@b.c\r\nno header here\r\n\r\nbody\r\n",  # the parser ends the headers before the blank line
+        b"From: a@b.c\rSubject: x\r\rbody\n\nmore\n",  # a blank line after a lone CR comes first
+        b"From: a@b.c\r\nFrom x Mon Dec  2 09:00:00 2024\r\n\r\nbody\r\n",  # a trailing "From " line is body
+        b"From: a@b.c\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\n\r\none\r\n--b--\r\n",
+        # A multipart type behind whitespace that str.strip() removes and the quick look does not know.
+        b"From: a@b.c\r\nContent-Type: \x1cmultipart/mixed; boundary=b\r\n\r\n--b\r\n\r\none\r\n--b--\r\n",
+        b"From: a@b.c\r\nContent-Type: message/rfc822\r\n\r\nFrom: c@d.e\r\n\r\ninner\r\n",
+        b"From: a@b.c\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; x\r\n\r\nStatus: 5.0.0\r\n",
+        b"body without any header",
+    ],
+)
+def test_the_header_block_first_feed_on_edge_cases(raw):
+    for policy in (DEFAULT_POLICY, FALLBACK_POLICY):
+        assert _structure(parsing._feed(raw, policy)) == _structure(BytesParser(policy=policy).parsebytes(raw))
+
+
+def test_a_single_part_body_is_not_fed_to_the_parser(monkeypatch):
+    fed = []
+    feed_all = parsing._feed_all
+    monkeypatch.setattr(parsing, "_feed_all", lambda data, policy: fed.append(len(data)) or feed_all(data, policy))
+    head = b"From: a@b.c\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n"
+    message = parsing._feed(head + b"line\r\n" * 1000, DEFAULT_POLICY)
+    assert fed == [len(head)]
+    assert message.get_payload() == "line\r\n" * 1000
+
+
+def test_a_declared_multipart_mail_is_fed_once_whole(monkeypatch):
+    fed = []
+    feed_all = parsing._feed_all
+    monkeypatch.setattr(parsing, "_feed_all", lambda data, policy: fed.append(len(data)) or feed_all(data, policy))
+    raw = b"From: a@b.c\r\nContent-Type:\r\n multipart/mixed; boundary=b\r\n\r\n--b\r\n\r\none\r\n--b--\r\n"
+    assert parsing._feed(raw, DEFAULT_POLICY).is_multipart()
+    assert fed == [len(raw)]
