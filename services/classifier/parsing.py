@@ -7,10 +7,12 @@ the lenient legacy policy, is the fallback; if that raises too, the mail is
 :class:`UnparseableMail` and goes to the DLQ.
 
 Memory stays bounded by the hard size limit: the bytes are fed to the parser in
-slices (``message_from_bytes`` would first copy the whole mail into one string),
-attachments are measured but never decoded, and text bodies are decoded to text only
-as far as the decision can carry them (see ``ParseLimits``; a body under an identity
-transfer encoding is first copied whole as bytes, as the parser holds it).
+slices (``message_from_bytes`` would first copy the whole mail into one string), except
+a single-part body, which becomes its payload in one decode (the string the parser
+would have joined from its lines at the end); attachments are measured but never
+decoded, and text bodies are decoded to text only as far as the decision can carry them
+(see ``ParseLimits``; a body under an identity transfer encoding is first copied whole as
+bytes, as the parser holds it).
 """
 
 from __future__ import annotations
