@@ -341,15 +341,27 @@ from services.classifier import parsing  # noqa: E402
 
 def _structure(message):
     """Everything the parser builds for a message, nested parts included, as plain values."""
-    payload = message.get_payload()
+    try:
+        payload = message.get_payload()
+    except UnicodeError as error:  # the stdlib's own, for a charset parameter with 8-bit bytes
+        payload = type(error).__name__
     return (
         message.get_unixfrom(),
         message.items(),
         [type(defect).__name__ for defect in message.defects],
         message.get_content_type(),
         [_structure(part) for part in payload] if isinstance(payload, list) else payload,
-        message.get_payload(decode=True) if not message.is_multipart() else None,
+        _decoded_payload(message),
     )
+
+
+def _decoded_payload(message):
+    if message.is_multipart():
+        return None
+    try:
+        return message.get_payload(decode=True)
+    except UnicodeError as error:
+        return type(error).__name__
 
 
 _MAIL_PIECES = st.sampled_from(
