@@ -523,10 +523,19 @@ def _feed(raw: bytes, policy: EmailPolicy | Compat32) -> Message:
     if found is None or _DECLARED_CONTAINER.search(raw, 0, found.end()):
         return _feed_all(view, policy)
     message = _feed_all(view[: found.end()], policy)
-    if message.get_content_maintype() in ("multipart", "message") or message.get_payload() != "":
+    if message.get_content_maintype() in ("multipart", "message") or not _payload_is_empty(message):
         return _feed_all(view, policy)
     message.set_payload(str(view[found.end() :], "ascii", "surrogateescape"))
     return message
+
+
+def _payload_is_empty(message: Message) -> bool:
+    # get_payload() decodes a payload with escaped 8-bit bytes by the charset parameter,
+    # and raises when that parameter holds such bytes too. An empty payload returns first.
+    try:
+        return message.get_payload() == ""
+    except ValueError:
+        return False
 
 
 def _sender(headers: Mapping[str, tuple[str, ...]]) -> tuple[str | None, str | None, tuple[str, ...]]:

@@ -397,6 +397,8 @@ def test_the_header_block_first_feed_builds_the_message_the_whole_feed_builds(pi
         b"From: a@b.c\r\nContent-Type: message/rfc822\r\n\r\nFrom: c@d.e\r\n\r\ninner\r\n",
         b"From: a@b.c\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; x\r\n\r\nStatus: 5.0.0\r\n",
         b"body without any header",
+        # 8-bit bytes in the charset and in the part of the header block that is body.
+        b"Content-Type: text/html; charset=utf-8Gr\xc3\xbc\xc3\x9fe\r\nGr\xc3\xbc\xc3\x9fe\r\n\r\n",
     ],
 )
 def test_the_header_block_first_feed_on_edge_cases(raw):
