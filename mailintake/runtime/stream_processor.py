@@ -25,7 +25,7 @@ import threading
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Callable, Generic, Protocol, Sequence, TypeVar
+from typing import Callable, Generic, Iterable, Iterator, Protocol, Sequence, TypeVar
 
 import structlog
 from kafka import KafkaConsumer, KafkaProducer
@@ -133,12 +133,35 @@ def dead_letter(service: str, message: SourceMessage, reason: str, exc: BaseExce
     return Output(DLQ_TOPIC, key, encode_record(DLQ_TOPIC, letter))
 
 
+ProcessMany = Callable[[Iterable[tuple[RecordT, ConsumerRecord]]], Iterable[Sequence[Output] | InvalidMessage]]
+"""A handler of many records: for each (typed record, Kafka message) it takes, in order,
+that record's outputs or the :class:`InvalidMessage` it cannot be processed for. It may
+take a few records before it yields the first result (the classifier parses a small group
+of mails back to back); it takes them from the iterable as it goes."""
+
+
+def one_at_a_time(process: Callable[[RecordT, ConsumerRecord], Sequence[Output]]) -> ProcessMany[RecordT]:
+    """A :data:`ProcessMany` that hands each record to ``process`` alone."""
+
+    def process_many(records: Iterable[tuple[RecordT, ConsumerRecord]]) -> Iterator[Sequence[Output] | InvalidMessage]:
+        for record, message in records:
+            try:
+                outputs: Sequence[Output] | InvalidMessage = process(record, message)
+            except InvalidMessage as exc:
+                outputs = exc
+            yield outputs
+
+    return process_many
+
+
 class StreamProcessor(Generic[RecordT]):
     """Runs ``decode`` and ``process`` over ``source_topic`` with the ordering above.
 
     ``process`` receives the typed record and the raw Kafka message and returns outputs.
     It may have idempotent side effects (the ticketer's database transaction); it must
-    raise :class:`InvalidMessage` for input it can never process.
+    raise :class:`InvalidMessage` for input it can never process. ``process_many``, given
+    instead, takes many records at once (see :data:`ProcessMany`); its results are
+    produced, dead-lettered and committed just as ``process``'s.
     """
 
     def __init__(
@@ -149,7 +172,8 @@ class StreamProcessor(Generic[RecordT]):
         group_id: str,
         bootstrap_servers: str,
         decode: Callable[[bytes], RecordT],
-        process: Callable[[RecordT, ConsumerRecord], Sequence[Output]],
+        process: Callable[[RecordT, ConsumerRecord], Sequence[Output]] | None = None,
+        process_many: ProcessMany[RecordT] | None = None,
         health: Health,
         dlq_limit: DlqLimit | None = None,
         max_batch: int = 500,
@@ -157,8 +181,10 @@ class StreamProcessor(Generic[RecordT]):
     ) -> None:
         self.service = service
         self.source_topic = source_topic
+        if (process is None) == (process_many is None):
+            raise TypeError("StreamProcessor takes either process or process_many")
         self._decode = decode
-        self._process = process
+        self._process_many: ProcessMany[RecordT] = process_many or one_at_a_time(process)  # type: ignore[arg-type]
         self._health = health
         self._dlq_limit = dlq_limit or DlqLimit()
         self._commit_retry = CommitRetry(service)
@@ -219,16 +245,15 @@ class StreamProcessor(Generic[RecordT]):
         futures = []
         offsets: dict[TopicPartition, OffsetAndMetadata] = {}
         for tp, messages in batch.items():
-            for message in messages:
-                # Each record's outputs go to the producer as soon as they exist, so the
-                # next stage sees the first mails of a long batch (within the producer's
-                # linger) while the rest are processed;
-                # the commit still waits for every acknowledgement below. A crash between
-                # the two replays the batch, as it would after a produce without commit.
-                for output in self._handle_one(message):
-                    outputs.append(output)
-                    futures.append(self._producer.send(output.topic, key=output.key, value=output.value, partition=output.partition))
-                offsets[tp] = OffsetAndMetadata(message.offset + 1, "", -1)
+            # Each record's outputs go to the producer as soon as they exist, so the
+            # next stage sees the first mails of a long batch (within the producer's
+            # linger) while the rest are processed;
+            # the commit still waits for every acknowledgement below. A crash between
+            # the two replays the batch, as it would after a produce without commit.
+            for output in self._outputs(messages):
+                outputs.append(output)
+                futures.append(self._producer.send(output.topic, key=output.key, value=output.value, partition=output.partition))
+            offsets[tp] = OffsetAndMetadata(messages[-1].offset + 1, "", -1)
             RECORDS_IN.labels(self.service, tp.topic).inc(len(messages))
         self._producer.flush()
         acknowledged: dict[str, int] = {}  # counted per topic: a labelled inc() costs ~1.3 us
@@ -249,20 +274,50 @@ class StreamProcessor(Generic[RecordT]):
         # and the next batch's commit covers this one.
         self._commit_retry.run(lambda: self._consumer.commit(offsets, timeout_ms=COMMIT_ATTEMPT_TIMEOUT_MS))
 
-    def _handle_one(self, message: ConsumerRecord) -> Sequence[Output]:
-        try:
-            record = self._decode(message.value)
-            outputs = self._process(record, message)
-        except InvalidMessage as exc:
-            self._dlq_limit.record(True)
-            DEAD_LETTERED.labels(self.service, message.topic).inc()
-            log.warning(
-                "record.dead_lettered",
-                topic=message.topic,
-                partition=message.partition,
-                offset=message.offset,
-                reason=str(exc),
-            )
-            return [dead_letter(self.service, message, str(exc), exc)]
-        self._dlq_limit.record(False)
-        return outputs
+    def _outputs(self, messages: list[ConsumerRecord]) -> Iterator[Output]:
+        """Every output of ``messages``, each as soon as it exists, dead letters included."""
+        handed: collections.deque[ConsumerRecord] = collections.deque()
+        undecodable: list[Output] = []
+        taken_all = False
+
+        def decoded() -> Iterator[tuple[RecordT, ConsumerRecord]]:
+            nonlocal taken_all
+            for message in messages:
+                try:
+                    record = self._decode(message.value)
+                except InvalidMessage as exc:
+                    undecodable.append(self._dead_letter(message, exc))
+                    continue
+                handed.append(message)
+                yield record, message
+            taken_all = True
+
+        for result in self._process_many(decoded()):
+            yield from undecodable
+            undecodable.clear()
+            if not handed:
+                raise RuntimeError(f"{self.service}: the handler gave more results than it took records")
+            message = handed.popleft()
+            if isinstance(result, InvalidMessage):
+                yield self._dead_letter(message, result)
+            else:
+                self._dlq_limit.record(False)
+                yield from result
+        # Either would let the commit pass records that were never handled.
+        if handed:
+            raise RuntimeError(f"{self.service}: the handler gave no result for {len(handed)} records")
+        if not taken_all:
+            raise RuntimeError(f"{self.service}: the handler stopped before it took every record of the batch")
+        yield from undecodable
+
+    def _dead_letter(self, message: ConsumerRecord, exc: InvalidMessage) -> Output:
+        self._dlq_limit.record(True)
+        DEAD_LETTERED.labels(self.service, message.topic).inc()
+        log.warning(
+            "record.dead_lettered",
+            topic=message.topic,
+            partition=message.partition,
+            offset=message.offset,
+            reason=str(exc),
+        )
+        return dead_letter(self.service, message, str(exc), exc)
