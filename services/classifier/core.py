@@ -1,16 +1,18 @@
 """The classifier's pure core: one ``MailRaw`` in, one ``MailClassified`` out.
 
-:func:`process` is what the service runs for every record (and what the tests and the
-benchmark run): load the raw bytes, parse, decide, encode. Kafka and the claim-check
-store stay outside; ``load_claim_check`` is handed in.
+:func:`process` is what happens to every record: load the raw bytes, parse, decide,
+encode. The service runs it as :func:`process_grouped`, the same steps over a small group
+of records at a time, stage by stage, with each record's own result. Kafka and the
+claim-check store stay outside; ``load_claim_check`` is handed in.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from mailintake.contracts import InvalidMessage
 from mailintake.contracts.records import Attachment, ClaimCheck, Decision, MailClassified, MailRaw, encode_record
@@ -117,7 +119,10 @@ def decision_record(mail: MailRaw, parsed: ParsedMail, outcome: Outcome) -> Mail
 
 def classify(mail: MailRaw, raw: bytes, classifier: Classifier) -> MailClassified:
     """Decide what the ticketer does with ``mail`` whose bytes are ``raw``."""
-    parsed = parse_mail(raw, classifier.limits)
+    return _decided(mail, parse_mail(raw, classifier.limits), classifier)
+
+
+def _decided(mail: MailRaw, parsed: ParsedMail, classifier: Classifier) -> MailClassified:
     return decision_record(mail, parsed, decide(parsed, classifier.context(mail)))
 
 
@@ -142,6 +147,11 @@ def raw_bytes(mail: MailRaw, limits: ParseLimits, load_claim_check: Callable[[Cl
     return load_claim_check(mail.claim_check)
 
 
+def _encoded(decision: MailClassified, encode: Callable[[MailClassified], bytes] | None) -> tuple[bytes, bytes]:
+    value = encode(decision) if encode is not None else encode_record(OUTPUT_TOPIC, decision)
+    return output_key(decision).encode(), value
+
+
 def process(
     mail: MailRaw,
     classifier: Classifier,
@@ -155,6 +165,64 @@ def process(
     Raises :class:`~mailintake.contracts.InvalidMessage` (and its subclasses) for a mail
     that can never be classified; the stream loop dead-letters those.
     """
-    decision = classify(mail, raw_bytes(mail, classifier.limits, load_claim_check), classifier)
-    value = encode(decision) if encode is not None else encode_record(OUTPUT_TOPIC, decision)
-    return output_key(decision).encode(), value
+    return _encoded(classify(mail, raw_bytes(mail, classifier.limits, load_claim_check), classifier), encode)
+
+
+GROUP_MAILS = 32
+"""Mails :func:`process_grouped` parses one after another before it decides on them."""
+GROUP_BYTES = 4 * 1024 * 1024
+"""A group also ends once its mails' declared sizes reach this, so that a run of large
+mails is never held parsed at once beyond one of them and this much."""
+
+
+def process_grouped(
+    mails: Iterable[MailRaw],
+    classifier: Classifier,
+    load_claim_check: Callable[[ClaimCheck], bytes],
+    encode: Callable[[MailClassified], bytes] | None = None,
+) -> Iterator[tuple[bytes, bytes] | InvalidMessage]:
+    """:func:`process` for each of ``mails``, in order: its (key, value), or the
+    :class:`~mailintake.contracts.InvalidMessage` that ``process`` would raise.
+
+    Each mail still maps to its own result. The work is done stage by stage over small
+    groups: every mail of a group is parsed, then every one decided, then every one
+    encoded. Each stage's code runs back to back, not interleaved with the others', and
+    the whole pass costs less CPU for it, measured side by side with
+    ``bench/classifier_grouped_pass.py`` (see BENCHMARKS.md); the work itself is the same.
+    The results of a group come when its last mail is encoded, ~15 ms after its first
+    at ~0.45 ms a mail.
+    """
+    group: list[MailRaw] = []
+    group_bytes = 0
+    for mail in mails:
+        group.append(mail)
+        group_bytes += mail.size
+        if len(group) >= GROUP_MAILS or group_bytes >= GROUP_BYTES:
+            yield from _process_group(group, classifier, load_claim_check, encode)
+            group, group_bytes = [], 0
+    yield from _process_group(group, classifier, load_claim_check, encode)
+
+
+def _process_group(
+    group: list[MailRaw],
+    classifier: Classifier,
+    load_claim_check: Callable[[ClaimCheck], bytes],
+    encode: Callable[[MailClassified], bytes] | None,
+) -> list[tuple[bytes, bytes] | InvalidMessage]:
+    parsed = _each(group, lambda mail: (mail, parse_mail(raw_bytes(mail, classifier.limits, load_claim_check), classifier.limits)))
+    decided = _each(parsed, lambda pair: _decided(pair[0], pair[1], classifier))
+    return _each(decided, lambda decision: _encoded(decision, encode))
+
+
+def _each(items: list[Any], step: Callable[[Any], Any]) -> list[Any]:
+    """``step`` of each item, in order; an item that is an InvalidMessage stays as it is,
+    and an InvalidMessage that ``step`` raises takes its item's place."""
+    results: list[Any] = []
+    for item in items:
+        if not isinstance(item, InvalidMessage):
+            try:
+                item = step(item)
+            except InvalidMessage as exc:
+                item = exc
+        results.append(item)
+    return results

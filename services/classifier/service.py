@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from typing import cast
 
 from kafka.consumer.fetcher import ConsumerRecord
 
 from mailintake.claim_check import ClaimCheckStore
+from mailintake.contracts import InvalidMessage
 from mailintake.contracts.records import ClaimCheck, MailRaw, record_decoder, record_encoder
 from mailintake.database import engine_for
 from mailintake.runtime.http_endpoint import Health
 from mailintake.runtime.stream_processor import DlqLimit, Output, StreamProcessor
-from services.classifier.core import OUTPUT_TOPIC, Classifier, process
+from services.classifier.core import OUTPUT_TOPIC, Classifier, process, process_grouped
 from services.classifier.settings import ClassifierSettings
 
 SOURCE_TOPIC = "mail.raw"
@@ -33,12 +34,28 @@ def decode_raw(data: bytes) -> MailRaw:
 def record_handler(
     classifier: Classifier, load_claim_check: Callable[[ClaimCheck], bytes]
 ) -> Callable[[MailRaw, ConsumerRecord], list[Output]]:
-    """The ``process`` step of the stream loop (the tests and the benchmark run it too)."""
+    """One record's outputs, as :func:`grouped_handler` gives them to each record of a
+    group; the tests and benchmarks run it alone."""
     encode = record_encoder(OUTPUT_TOPIC)
 
     def handle(mail: MailRaw, _message: ConsumerRecord) -> list[Output]:
         key, value = process(mail, classifier, load_claim_check, encode)
         return [Output(OUTPUT_TOPIC, key, value)]
+
+    return handle
+
+
+def grouped_handler(
+    classifier: Classifier, load_claim_check: Callable[[ClaimCheck], bytes]
+) -> Callable[[Iterable[tuple[MailRaw, ConsumerRecord]]], Iterator[list[Output] | InvalidMessage]]:
+    """The ``process_many`` step of the stream loop: :func:`record_handler`'s outputs for
+    each record, the mails parsed in small groups (``process_grouped``)."""
+    encode = record_encoder(OUTPUT_TOPIC)
+
+    def handle(records: Iterable[tuple[MailRaw, ConsumerRecord]]) -> Iterator[list[Output] | InvalidMessage]:
+        mails = (mail for mail, _message in records)
+        for result in process_grouped(mails, classifier, load_claim_check, encode):
+            yield result if isinstance(result, InvalidMessage) else [Output(OUTPUT_TOPIC, *result)]
 
     return handle
 
@@ -51,7 +68,7 @@ def build_processor(settings: ClassifierSettings, health: Health) -> StreamProce
         group_id=settings.group_id,
         bootstrap_servers=settings.kafka_bootstrap_servers,
         decode=raw_decoder(),
-        process=record_handler(Classifier.from_settings(settings), store.get),
+        process_many=grouped_handler(Classifier.from_settings(settings), store.get),
         health=health,
         dlq_limit=DlqLimit(max_ratio=settings.max_dlq_ratio),
     )

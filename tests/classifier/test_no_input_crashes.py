@@ -3,8 +3,8 @@
 Hypothesis builds mails (headers in any charset, encoded words, nested multiparts,
 every transfer encoding, TNEF-looking attachments, DSNs) and corrupts them at the byte
 level (flips, cuts, insertions, deletions). Each goes through exactly what the stream
-loop runs for one record (``StreamProcessor._handle_one``): ``decode_raw`` then the
-service's ``record_handler``; an ``InvalidMessage`` becomes the loop's dead letter.
+loop runs for one record (``StreamProcessor._outputs``): ``decode_raw`` then the
+service's ``grouped_handler``; an ``InvalidMessage`` becomes the loop's dead letter.
 Any other exception fails the test, as it would crash the service.
 """
 
@@ -22,7 +22,7 @@ from mailintake.contracts.records import MailRaw, SenderIdentity, TicketOptions,
 from mailintake.runtime.stream_processor import DLQ_TOPIC, dead_letter
 from services.classifier.core import Classifier
 from services.classifier.parsing import ParseLimits
-from services.classifier.service import decode_raw, record_handler
+from services.classifier.service import decode_raw, grouped_handler
 from services.classifier.settings import ClassifierSettings
 
 CLASSIFIER = Classifier.from_settings(ClassifierSettings())
@@ -44,12 +44,15 @@ def _message(value: bytes, offset: int = 42) -> ConsumerRecord:
 
 
 def handle_like_the_stream_loop(value: bytes, classifier: Classifier = CLASSIFIER):
-    """What ``StreamProcessor._handle_one`` does with one record: outputs, or a dead letter."""
+    """What ``StreamProcessor._outputs`` does with one record: outputs, or a dead letter."""
     message = _message(value)
     try:
-        return record_handler(classifier, _no_claim_check)(decode_raw(value), message), None
-    except InvalidMessage as error:
+        (result,) = grouped_handler(classifier, _no_claim_check)([(decode_raw(value), message)])
+    except InvalidMessage as error:  # not a mail.raw record
         return None, dead_letter("classifier", message, str(error), error)
+    if isinstance(result, InvalidMessage):
+        return None, dead_letter("classifier", message, str(result), result)
+    return result, None
 
 
 def _mail_raw_value(raw: bytes) -> bytes:
