@@ -67,7 +67,8 @@ def main() -> None:
     print("|---|---|")
     for name, times in spent.items():
         print(f"| {name} | {statistics.median(times):.0f} |")
-    print(f"grouped / one at a time: median {statistics.median(ratios):.3f}, quartiles {quartiles[0]:.3f} - {quartiles[2]:.3f}")
+    median = statistics.median(ratios)
+    print(f"grouped / one at a time: median {median:.3f}, quartiles {quartiles[0]:.3f} - {quartiles[2]:.3f}")
 
 
 if __name__ == "__main__":

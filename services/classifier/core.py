@@ -209,7 +209,8 @@ def _process_group(
     load_claim_check: Callable[[ClaimCheck], bytes],
     encode: Callable[[MailClassified], bytes] | None,
 ) -> list[tuple[bytes, bytes] | InvalidMessage]:
-    parsed = _each(group, lambda mail: (mail, parse_mail(raw_bytes(mail, classifier.limits, load_claim_check), classifier.limits)))
+    limits = classifier.limits
+    parsed = _each(group, lambda mail: (mail, parse_mail(raw_bytes(mail, limits, load_claim_check), limits)))
     decided = _each(parsed, lambda pair: _decided(pair[0], pair[1], classifier))
     return _each(decided, lambda decision: _encoded(decision, encode))
 

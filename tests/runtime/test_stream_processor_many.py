@@ -82,7 +82,9 @@ def test_one_record_at_a_time_gives_the_same_outputs(stack):
 
     def outputs(**handler):
         made = processor(stack, **handler)._outputs([message(n, v) for n, v in enumerate(values)])
-        return sorted((o.topic, o.key, o.value if o.topic != DLQ_TOPIC else decode_record(DLQ_TOPIC, o.value).reason) for o in made)
+        return sorted(
+            (o.topic, o.key, decode_record(DLQ_TOPIC, o.value).reason if o.topic == DLQ_TOPIC else o.value) for o in made
+        )
 
     assert outputs(process=process) == outputs(process_many=in_pairs)
 
