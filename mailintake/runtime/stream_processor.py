@@ -133,6 +133,21 @@ def dead_letter(service: str, message: SourceMessage, reason: str, exc: BaseExce
     return Output(DLQ_TOPIC, key, encode_record(DLQ_TOPIC, letter))
 
 
+def dead_letter_counted(service: str, message: SourceMessage, exc: InvalidMessage, limit: DlqLimit) -> Output:
+    """:func:`dead_letter` for a record that is invalid, counted against ``limit`` (which
+    raises past its ratio), in the dead-letter metric and in the log."""
+    limit.record(True)
+    DEAD_LETTERED.labels(service, message.topic).inc()
+    log.warning(
+        "record.dead_lettered",
+        topic=message.topic,
+        partition=message.partition,
+        offset=message.offset,
+        reason=str(exc),
+    )
+    return dead_letter(service, message, str(exc), exc)
+
+
 ProcessMany = Callable[[Iterable[tuple[RecordT, ConsumerRecord]]], Iterable[Sequence[Output] | InvalidMessage]]
 """A handler of many records: for each (typed record, Kafka message) it takes, in order,
 that record's outputs or the :class:`InvalidMessage` it cannot be processed for. It may
@@ -311,13 +326,4 @@ class StreamProcessor(Generic[RecordT]):
         yield from undecodable
 
     def _dead_letter(self, message: ConsumerRecord, exc: InvalidMessage) -> Output:
-        self._dlq_limit.record(True)
-        DEAD_LETTERED.labels(self.service, message.topic).inc()
-        log.warning(
-            "record.dead_lettered",
-            topic=message.topic,
-            partition=message.partition,
-            offset=message.offset,
-            reason=str(exc),
-        )
-        return dead_letter(self.service, message, str(exc), exc)
+        return dead_letter_counted(self.service, message, exc, self._dlq_limit)

@@ -79,12 +79,11 @@ from mailintake.runtime.key_partitioning import aiokafka_key_partitioner
 from mailintake.runtime.producer_sizes import MAX_REQUEST_BYTES
 from mailintake.runtime.stream_processor import (
     BATCH_SECONDS,
-    DEAD_LETTERED,
     RECORDS_IN,
     RECORDS_OUT,
     DlqLimit,
     Output,
-    dead_letter,
+    dead_letter_counted,
 )
 from services.ticketer.bundle_join import TABLE_NAME, BundleJoin, BundleTable, PollCycleWindow, bundle_partition
 from services.ticketer.partition_progress import HoleRefetch, plan_partition
@@ -280,16 +279,7 @@ class TicketerWorker:
             try:
                 mail = decode_mail(message.value or b"")
             except InvalidMessage as exc:
-                self._dlq_limit.record(True)
-                DEAD_LETTERED.labels(SERVICE, message.topic).inc()
-                log.warning(
-                    "record.dead_lettered",
-                    topic=message.topic,
-                    partition=message.partition,
-                    offset=message.offset,
-                    reason=str(exc),
-                )
-                outputs.append(dead_letter(SERVICE, message, str(exc), exc))
+                outputs.append(dead_letter_counted(SERVICE, message, exc, self._dlq_limit))
                 continue
             self._dlq_limit.record(False)
             assert isinstance(mail, MailClassified)
