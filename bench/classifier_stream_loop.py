@@ -22,6 +22,10 @@ Beside them, *alone*: the same decode and handler calls in a plain loop over the
 in memory, no Kafka. Outputs go to a second topic of the run's own. The machine is
 noisy, so the five alternate within each round and the medians are reported; the
 differences between them are the parts.
+
+The classifier's handler here is ``record_handler``, one record at a time, as the
+service ran when this bench was written. The service now hands its batches to
+``grouped_handler``; ``bench/classifier_grouped_pass.py`` compares the two.
 """
 
 from __future__ import annotations
