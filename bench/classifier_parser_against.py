@@ -11,8 +11,8 @@ of a few per cent shows through a machine whose speed drifts by more than that b
 runs:
 
 - *parse*: ``parse_mail`` alone;
-- *pass*: what the service does per record (decode the ``mail.raw`` record, parse,
-  decide, encode), with only the parser swapped.
+- *pass*: what the service does for each record (decode the ``mail.raw`` record, parse,
+  decide, encode), one record at a time, with only the parser swapped.
 
 The rest of the tree is this one's for both: the revision's parser and address helpers
 must import against it (a parser from before a change of its other helpers will not).

@@ -7,10 +7,11 @@ alternatives, some with a PDF or image, HTML-only newsletters, plain replies wit
 history), each wrapped in a real ``mail.raw`` record. ``--corpus plain-8bit`` takes the
 end-to-end benchmark's mails instead (2.7-8.4 KB, a plain 8-bit UTF-8 body behind the
 headers a mail that crossed the internet carries). One classifier pass is what the
-service does per record: decode the Avro record, parse, decide, sanitise HTML, encode the
-``mail.classified`` record. The baseline pass is ``email.message_from_bytes(raw,
-policy=policy.default)`` on the same mails. The machine is noisy, so the two passes
-alternate within one run and the ratio is taken of the medians, side by side.
+service does for each record, one record at a time: decode the Avro record, parse,
+decide, sanitise HTML, encode the ``mail.classified`` record. The baseline pass is
+``email.message_from_bytes(raw, policy=policy.default)`` on the same mails. The machine
+is noisy, so the two passes alternate within one run and the ratio is taken of the
+medians, side by side.
 
 Peak memory: a fresh interpreter reads a 50 MB mail (one base64 attachment) from a
 file, resets its peak-RSS mark (``/proc/self/clear_refs``, Linux) and classifies it;
