@@ -489,14 +489,15 @@ class _BatchTransaction:
         # One INSERT ... SELECT from unnested array parameters: its text is the same for every
         # batch, where a multi-row VALUES list was new SQL of the batch's size that psycopg
         # converted on every execution (6 % of the ticketer when every mail was a new sender).
-        new_users = unnested("new_users", {
+        columns: dict[str, tuple[Sequence[object], type]] = {
             "login": (logins, Text),
             "email": ([p.email for p in planned], Text),
             "display_name": ([p.display_name for p in planned], Text),
             "location_id": ([_location_id(p.location, locations) for p in planned], BigInteger),
             "created_from_account_id": ([p.account_id for p in planned], Text),
-        }, numbered=True)
-        names = ["login", "email", "display_name", "location_id", "created_from_account_id"]
+        }
+        new_users = unnested("new_users", columns, numbered=True)
+        names = list(columns)
         # In the order given (the caller's email order), as the VALUES list went in.
         rows = select(*(new_users.c[name] for name in names)).order_by(new_users.c.position)
         statement = (
