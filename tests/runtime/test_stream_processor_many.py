@@ -43,8 +43,9 @@ def result(record: bytes):
     return [Output("test.out", record, record.upper())]
 
 
-def processor(stack, **handlers) -> StreamProcessor:
-    return StreamProcessor(
+def outputs_of(stack, values: list[bytes], **handlers) -> list[Output]:
+    """Every output a processor with ``handlers`` makes of records with ``values`` (offsets 0, 1, ...)."""
+    processor = StreamProcessor(
         service="many",
         source_topic="test.many",
         group_id="test-many",
@@ -54,11 +55,16 @@ def processor(stack, **handlers) -> StreamProcessor:
         dlq_limit=DlqLimit(max_ratio=1.0),
         **handlers,
     )
+    try:
+        return list(processor._outputs([message(n, v) for n, v in enumerate(values)]))
+    finally:  # the processor made real clients; nothing was sent through them
+        processor._producer.close(timeout=5)
+        processor._consumer.close(autocommit=False)
 
 
 def test_each_record_gets_its_outputs_or_its_dead_letter_in_order(stack):
     values = [b"ok-0", b"undecodable-1", b"ok-2", b"invalid-3", b"ok-4", b"ok-5", b"undecodable-6"]
-    outputs = list(processor(stack, process_many=in_pairs)._outputs([message(n, v) for n, v in enumerate(values)]))
+    outputs = outputs_of(stack, values, process_many=in_pairs)
 
     produced = [(o.key, o.value) for o in outputs if o.topic == "test.out"]
     assert produced == [(b"ok-0", b"OK-0"), (b"ok-2", b"OK-2"), (b"ok-4", b"OK-4"), (b"ok-5", b"OK-5")]
@@ -81,7 +87,7 @@ def test_one_record_at_a_time_gives_the_same_outputs(stack):
         return found
 
     def outputs(**handler):
-        made = processor(stack, **handler)._outputs([message(n, v) for n, v in enumerate(values)])
+        made = outputs_of(stack, values, **handler)
         return sorted(
             (o.topic, o.key, decode_record(DLQ_TOPIC, o.value).reason if o.topic == DLQ_TOPIC else o.value) for o in made
         )
@@ -105,13 +111,13 @@ def test_a_handler_that_leaves_records_without_a_result_stops_the_batch(stack):
             yield result(record)
             yield result(record)
 
-    batch = [message(0, b"ok-0"), message(1, b"ok-1")]
+    batch = [b"ok-0", b"ok-1"]
     with pytest.raises(RuntimeError, match="more results than it took records"):
-        list(processor(stack, process_many=answers_twice)._outputs(batch))
+        outputs_of(stack, batch, process_many=answers_twice)
     with pytest.raises(RuntimeError, match="stopped before it took every record"):
-        list(processor(stack, process_many=first_only)._outputs(batch))
+        outputs_of(stack, batch, process_many=first_only)
     with pytest.raises(RuntimeError, match="no result for 1 records"):
-        list(processor(stack, process_many=takes_two_answers_one)._outputs(batch))
+        outputs_of(stack, batch, process_many=takes_two_answers_one)
 
 
 def test_process_or_process_many_but_not_both():
