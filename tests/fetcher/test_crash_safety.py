@@ -67,12 +67,13 @@ class ServerView:
                 acted.add(data[b"BODY[HEADER.FIELDS (MESSAGE-ID)]"].decode().split(":", 1)[1].strip())
         with self._imap_client(self._delete_user) as client:
             client.select_folder("INBOX", readonly=True)
-            # The fetcher expunges while this session reads: Dovecot then answers NIL for a mail
-            # that was in the SEARCH result but is gone by the FETCH, which counts as deleted.
+            # The fetcher expunges while this session reads: for a mail that was in the SEARCH
+            # result but is gone by the FETCH, Dovecot answers NIL or leaves the item out of
+            # its FETCH response. Either counts as deleted.
             present = {
                 header.decode().split(":", 1)[1].strip()
                 for data in client.fetch(client.search(["ALL"]), ["BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)]"]).values()
-                if (header := data[b"BODY[HEADER.FIELDS (MESSAGE-ID)]"]) is not None
+                if (header := data.get(b"BODY[HEADER.FIELDS (MESSAGE-ID)]")) is not None
             }
         delete_account = accounts["delete"]
         acted |= {message_id(delete_account, n) for n in range(MAILS_PER_ACCOUNT)} - present
