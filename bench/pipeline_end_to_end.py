@@ -16,7 +16,12 @@ only the run's mailboxes and records. Three measurements, in this order:
    ledger) to the last: mails per second, and its ratio to bare. The CPU seconds the
    processes used (``/proc``) give the cost per 1,000 mails, in all and by service;
    beside it, what Kafka, PostgreSQL and Dovecot (with their backends and sessions) used
-   from the services' start to the last mail.
+   from the services' start to the last mail. Those figures take in the services' start
+   (imports, joining their groups) and the drain at the end, when the last mailboxes'
+   mails pass one stage after another; so the same is also given for the steady state,
+   from the commit of the mail at 10 % of them (in commit order) to that at 90 %: mails
+   per second and its ratio to bare, and the CPU seconds per 1,000 mails used in that
+   stretch (sampled once a second, read off by interpolation).
 3. **latency**: with the pipeline running, mails are appended at half the sustained rate
    for ``--latency-seconds`` (the table gives the rate reached), from four clients in
    threads, each appending the mails due at its turn in one command (IMAP MULTIAPPEND;
@@ -43,6 +48,7 @@ over time in phase 2 and the latency distribution of phase 3 as PNG files.
 from __future__ import annotations
 
 import argparse
+import bisect
 import os
 import random
 import signal
@@ -92,29 +98,40 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def tree_cpu_seconds(root: int) -> float:
-    """CPU time (user + system) of process ``root`` and its descendants so far, the ones
-    that ended included: a process's reaped children are in its own ``cutime``/``cstime``,
-    so each live process of the tree counts its own time and that of its reaped children.
-    A process that ends between two readings moves from one term to its parent's."""
-    children: dict[int, list[int]] = {}
-    times: dict[int, float] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue  # ended while the tree was read
-        pid = int(entry.name)
-        children.setdefault(int(fields[1]), []).append(pid)
-        times[pid] = sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")
-    total, pending = 0.0, [root]
-    while pending:
-        pid = pending.pop()
-        total += times.get(pid, 0.0)
-        pending.extend(children.get(pid, ()))
-    return total
+@dataclass(frozen=True)
+class ProcessTable:
+    """Every process's CPU seconds so far and its children, from one read of ``/proc``."""
+
+    times: dict[int, float]
+    children: dict[int, list[int]]
+
+    @classmethod
+    def read(cls) -> ProcessTable:
+        children: dict[int, list[int]] = {}
+        times: dict[int, float] = {}
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue  # ended while the table was read
+            pid = int(entry.name)
+            children.setdefault(int(fields[1]), []).append(pid)
+            times[pid] = sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+        return cls(times, children)
+
+    def tree_cpu_seconds(self, root: int) -> float:
+        """CPU time (user + system) of process ``root`` and its descendants, the ones
+        that ended included: a process's reaped children are in its own ``cutime``/``cstime``,
+        so each live process of the tree counts its own time and that of its reaped children.
+        A process that ends between two readings moves from one term to its parent's."""
+        total, pending = 0.0, [root]
+        while pending:
+            pid = pending.pop()
+            total += self.times.get(pid, 0.0)
+            pending.extend(self.children.get(pid, ()))
+        return total
 
 
 STACK_SERVERS = ("kafka", "postgres", "dovecot")
@@ -123,12 +140,13 @@ STACK_SERVERS = ("kafka", "postgres", "dovecot")
 def stack_cpu_seconds(stack: Stack) -> dict[str, float]:
     """CPU seconds so far of each server of the local stack the pipeline uses (with the
     processes it started: PostgreSQL's backends, Dovecot's IMAP sessions)."""
+    table = ProcessTable.read()
     result = {}
     for name in STACK_SERVERS:
         record = stack.component(name).running()
         if record is None:
             raise SystemExit(f"the stack's {name} is not running: `mailintake stack up`")
-        result[name] = tree_cpu_seconds(record.pid)
+        result[name] = table.tree_cpu_seconds(record.pid)
     return result
 
 
@@ -204,19 +222,81 @@ def processed_at(engine, account_ids: list[str]) -> dict[str, float]:
     return {message_id: float(at) for message_id, at in rows}
 
 
-def wait_committed(engine, account_ids: list[str], total: int, pipeline: Pipeline, timeout: float) -> list[tuple[float, int]]:
-    """Samples (seconds, mails committed) until ``total`` are committed."""
+@dataclass
+class CpuMeter:
+    """The services' and the stack's CPU seconds, sampled while the pipeline runs, so the
+    cost of a stretch of the run can be read apart from the services' start and the drain
+    at its end."""
+
+    pipeline: Pipeline
+    stack: Stack
+    samples: list[tuple[float, dict[str, float]]] = field(default_factory=list)
+
+    def sample(self) -> None:
+        """Note the CPU seconds so far by service and by server, at the time since the epoch."""
+        self.samples.append((time.time(), self.pipeline.cpu_seconds() | stack_cpu_seconds(self.stack)))
+
+    def used_between(self, start: float, end: float) -> dict[str, float]:
+        """CPU seconds used by each service and server between two moments (seconds since
+        the epoch), each read off the samples around it by linear interpolation."""
+        before, after = self._at(start), self._at(end)
+        return {name: after[name] - before[name] for name in before}
+
+    def _at(self, moment: float) -> dict[str, float]:
+        index = bisect.bisect_left([at for at, _ in self.samples], moment)
+        if index == 0 or index == len(self.samples):
+            raise ValueError(f"no CPU samples on both sides of {moment}")
+        (t0, used0), (t1, used1) = self.samples[index - 1], self.samples[index]
+        share = (moment - t0) / (t1 - t0)
+        return {name: used0[name] + share * (used1[name] - used0[name]) for name in used0}
+
+
+CPU_SAMPLE_SECONDS = 1.0
+
+
+def wait_committed(
+    engine, account_ids: list[str], total: int, pipeline: Pipeline, timeout: float, meter: CpuMeter | None = None
+) -> list[tuple[float, int]]:
+    """Samples (seconds, mails committed) until ``total`` are committed; ``meter``, if
+    given, samples the CPU once a second, and once more at the end."""
     started = time.monotonic()
     samples = []
+    metered = -CPU_SAMPLE_SECONDS
     while True:
+        if meter is not None and time.monotonic() - metered >= CPU_SAMPLE_SECONDS:
+            meter.sample()
+            metered = time.monotonic()
         count = committed(engine, account_ids)
         samples.append((time.monotonic() - started, count))
         if count >= total:
+            if meter is not None:
+                meter.sample()
             return samples
         if time.monotonic() - started > timeout:
             raise SystemExit(f"only {count} of {total} mails committed after {timeout:.0f}s")
         pipeline.check_alive()
         time.sleep(0.25)
+
+
+STEADY_SHARES = (0.1, 0.9)
+"""The sustained phase's steady state: from the commit of the mail at the first share of
+them (in commit order) to that of the mail at the second."""
+
+
+def steady_window(moments: list[float], shares: tuple[float, float] = STEADY_SHARES) -> tuple[float, float, int]:
+    """(start, end, mails) of the steady state among commit ``moments`` (seconds since the
+    epoch): the mails counted are those committed after ``start`` up to ``end``.
+
+    A ledger row's moment is the start of the ticketer transaction that wrote it, so the
+    mails of a batch share one; counting those after ``start`` up to ``end`` takes in whole
+    batches, one for each gap between the batches' starts.
+    """
+    ordered = sorted(moments)
+    start = ordered[int(shares[0] * (len(ordered) - 1))]
+    end = ordered[int(shares[1] * (len(ordered) - 1))]
+    if end <= start:
+        raise ValueError("the steady window holds no commits apart: too few mails or batches")
+    return start, end, bisect.bisect_right(ordered, end) - bisect.bisect_right(ordered, start)
 
 
 def end_offsets(bootstrap: str, topic: str) -> dict[TopicPartition, int]:
@@ -413,12 +493,16 @@ def main() -> None:
         try:
             stack_before = stack_cpu_seconds(stack)
             pipeline.start()
-            samples = wait_committed(engine, account_ids, total, pipeline, timeout=1800)
+            meter = CpuMeter(pipeline, stack)
+            samples = wait_committed(engine, account_ids, total, pipeline, timeout=1800, meter=meter)
             cpu = pipeline.cpu_seconds()
             stack_cpu = {name: seconds - stack_before[name] for name, seconds in stack_cpu_seconds(stack).items()}
             at = processed_at(engine, account_ids)
             span = max(at.values()) - min(at.values())
             rate = total / span
+            steady_start, steady_end, steady_mails = steady_window(list(at.values()))
+            steady_rate = steady_mails / (steady_end - steady_start)
+            steady_cpu = meter.used_between(steady_start, steady_end)
 
             before = {topic: end_offsets(endpoints.kafka_bootstrap, topic) for topic in ("mail.raw", "mail.classified")}
             appended = append_at_rate(endpoints, users, rate / 2, args.latency_seconds, run)
@@ -449,6 +533,11 @@ def main() -> None:
     print(f"| bare IMAP FETCH (mails/s) | {bare_rate:,.0f} |")
     print(f"| pipeline sustained, mailbox to committed step (mails/s) | {rate:,.0f} |")
     print(f"| ratio to bare | {rate / bare_rate:.2f} |")
+    low, high = (round(100 * share) for share in STEADY_SHARES)
+    print(
+        f"| steady state ({low}-{high} % of the mails committed): mails/s, ratio to bare | "
+        f"{steady_rate:,.0f}, {steady_rate / bare_rate:.2f} |"
+    )
     print(
         f"| CPU seconds per 1,000 mails (fetcher + classifier + ticketer) | {sum(cpu.values()) / total * 1000:.2f} "
         f"({' + '.join(f'{cpu[s] / total * 1000:.2f}' for s in SERVICES)}) |"
@@ -456,6 +545,13 @@ def main() -> None:
     print(
         "| CPU seconds per 1,000 mails of the stack meanwhile (Kafka + PostgreSQL + Dovecot) | "
         f"{sum(stack_cpu.values()) / total * 1000:.1f} ({' + '.join(f'{stack_cpu[n] / total * 1000:.2f}' for n in STACK_SERVERS)}) |"
+    )
+    print(
+        "| steady state: CPU seconds per 1,000 mails, services (fetcher + classifier + ticketer) and stack "
+        f"(Kafka + PostgreSQL + Dovecot) | {sum(steady_cpu[s] for s in SERVICES) / steady_mails * 1000:.2f} "
+        f"({' + '.join(f'{steady_cpu[s] / steady_mails * 1000:.2f}' for s in SERVICES)}) and "
+        f"{sum(steady_cpu[n] for n in STACK_SERVERS) / steady_mails * 1000:.2f} "
+        f"({' + '.join(f'{steady_cpu[n] / steady_mails * 1000:.2f}' for n in STACK_SERVERS)}) |"
     )
     if args.auto_answers:
         print(f"| auto-answers queued (both phases) | {answers_queued:,} |")
