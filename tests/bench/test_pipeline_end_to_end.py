@@ -26,8 +26,6 @@ def test_a_slow_start_and_a_drain_stay_outside_the_window():
     start, end, mails = steady_window(batches(starts, 50))
     assert 1006.0 <= start < end <= 1014.5
     assert mails / (end - start) == pytest.approx(100.0)
-    whole = 20 * 50 / (starts[-1] - starts[0])
-    assert whole < 60.0  # the whole span's rate, which the slow ends pull down
 
 
 def test_a_window_without_two_distinct_moments_is_refused():
