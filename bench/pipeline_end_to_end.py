@@ -495,8 +495,9 @@ def main() -> None:
             pipeline.start()
             meter = CpuMeter(pipeline, stack)
             samples = wait_committed(engine, account_ids, total, pipeline, timeout=1800, meter=meter)
-            cpu = pipeline.cpu_seconds()
-            stack_cpu = {name: seconds - stack_before[name] for name, seconds in stack_cpu_seconds(stack).items()}
+            _, used = meter.samples[-1]  # taken when the last mail was seen committed
+            cpu = {service: used[service] for service in SERVICES}
+            stack_cpu = {name: used[name] - stack_before[name] for name in STACK_SERVERS}
             at = processed_at(engine, account_ids)
             span = max(at.values()) - min(at.values())
             rate = total / span
