@@ -37,6 +37,7 @@ from services.classifier.delivery_reports import (
     is_disposition_report,
     read_delivery_report,
 )
+from services.classifier.header_block import message_from_header_block
 from services.classifier.headers import MAX_HEADER_CHARS, decode_words, decoded_header, message_ids
 from services.classifier.html_bodies import html_to_text, sanitise_html
 from services.classifier.priority import declared_priority
@@ -522,7 +523,7 @@ def _feed(raw: bytes, policy: EmailPolicy | Compat32) -> Message:
     found = _LINE_END_THEN_BLANK_LINE.search(raw)
     if found is None or _DECLARED_CONTAINER.search(raw, 0, found.end()):
         return _feed_all(view, policy)
-    message = _feed_all(view[: found.end()], policy)
+    message = message_from_header_block(raw[: found.end()], policy) or _feed_all(view[: found.end()], policy)
     if message.get_content_maintype() in ("multipart", "message") or not _payload_is_empty(message):
         return _feed_all(view, policy)
     message.set_payload(str(view[found.end() :], "ascii", "surrogateescape"))

@@ -410,10 +410,14 @@ def test_a_single_part_body_is_not_fed_to_the_parser(monkeypatch):
     fed = []
     feed_all = parsing._feed_all
     monkeypatch.setattr(parsing, "_feed_all", lambda data, policy: fed.append(len(data)) or feed_all(data, policy))
-    head = b"From: a@b.c\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n"
-    message = parsing._feed(head + b"line\r\n" * 1000, DEFAULT_POLICY)
-    assert fed == [len(head)]
-    assert message.get_payload() == "line\r\n" * 1000
+    plain = b"From: a@b.c\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n"
+    # The envelope line leaves the header block to the parser.
+    enveloped = b"From a@b.c Mon Dec  2 09:00:00 2024\r\n" + plain
+    for head, feeds in ((plain, []), (enveloped, [len(enveloped)])):
+        fed.clear()
+        message = parsing._feed(head + b"line\r\n" * 1000, DEFAULT_POLICY)
+        assert fed == feeds
+        assert message.get_payload() == "line\r\n" * 1000
 
 
 def test_a_declared_multipart_mail_is_fed_once_whole(monkeypatch):
@@ -423,3 +427,82 @@ def test_a_declared_multipart_mail_is_fed_once_whole(monkeypatch):
     raw = b"From: a@b.c\r\nContent-Type:\r\n multipart/mixed; boundary=b\r\n\r\n--b\r\n\r\none\r\n--b--\r\n"
     assert parsing._feed(raw, DEFAULT_POLICY).is_multipart()
     assert fed == [len(raw)]
+
+
+# ---------------------------------------------------------------- the header block without the feed parser
+
+from services.classifier.header_block import message_from_header_block  # noqa: E402
+
+_HEADER_LINES = st.sampled_from(
+    ["From: a@b.c", "Subject: x", "Subject:", "Subject:   ", "Subject:\t x ", "X-A:b", "X-A:b:c", " folded", "\tfolded",
+     " ", "\t", "Name :x", ":x", "no header here", "From a@b.c Mon Dec  2 09:00:00 2024", "Gr\xfc\xdfe: x", "X-8: Gr\xfc\xdfe",
+     "Content-Type: text/plain", "Content-Type: multipart/mixed; boundary=b", "Content-Type: message/rfc822",
+     "Received: from x", "x\ry", ""]
+)
+_LINE_ENDS = st.sampled_from(["\r\n", "\n", "\r"])
+
+
+@hypothesis.settings(max_examples=600, deadline=None)
+@given(
+    lines=st.lists(st.tuples(_HEADER_LINES, _LINE_ENDS), max_size=12),
+    blank=st.sampled_from(["\r\n", "\n", "\r", ""]),
+    compat32=st.booleans(),
+)
+def test_a_header_block_read_without_the_feed_parser_is_the_message_the_parser_builds(lines, blank, compat32):
+    block = ("".join(line + end for line, end in lines) + blank).encode("latin-1")
+    policy = FALLBACK_POLICY if compat32 else DEFAULT_POLICY
+    message = message_from_header_block(block, policy)
+    if message is not None:
+        assert _structure(message) == _structure(BytesParser(policy=policy).parsebytes(block))
+        assert type(message) is type(BytesParser(policy=policy).parsebytes(block))
+
+
+@pytest.mark.parametrize(
+    "block",
+    [
+        b"From: a@b.c\r\nSubject: x\r\n\r\n",
+        b"From: a@b.c\nSubject: x\n\n",
+        b"From: a@b.c\nSubject: x\n\r\n",
+        b"Received: from x\r\n\tby y\r\n\tfor <z>; Mon\r\nSubject:  \r\n  two\r\n\r\n",
+        b"X-Empty:\r\nX-8: Gr\xc3\xbc\xc3\x9fe\r\n\r\n",
+        b"Subject: x\r\n \r\n\r\n",  # a continuation of spaces alone
+    ],
+)
+def test_a_plain_header_block_is_read_without_the_feed_parser(block):
+    for policy in (DEFAULT_POLICY, FALLBACK_POLICY):
+        message = message_from_header_block(block, policy)
+        assert message is not None
+        assert _structure(message) == _structure(BytesParser(policy=policy).parsebytes(block))
+
+
+@pytest.mark.parametrize(
+    "block",
+    [
+        b"From a@b.c Mon Dec  2 09:00:00 2024\r\nSubject: x\r\n\r\n",  # an envelope line
+        b" folded first\r\nSubject: x\r\n\r\n",  # a continuation with no field before it
+        b"Subject: x\r\nno header here\r\n\r\n",
+        b"Subject : x\r\n\r\n",  # a space before the colon
+        b":x\r\n\r\n",  # no name
+        b"Subject: x\ry\r\n\r\n",  # a lone carriage return ends a line for the parser
+        b"Gr\xfc\xdfe: x\r\n\r\n",  # 8-bit bytes in the name
+        b"Subject: x\r\n",  # no blank line at the end
+        b"\r\n",
+    ],
+)
+def test_a_header_block_the_parser_reads_with_defects_or_otherwise_is_left_to_it(block):
+    assert message_from_header_block(block, DEFAULT_POLICY) is None
+
+
+def test_the_benchs_realistic_mails_take_the_quick_header_block(monkeypatch):
+    import random
+
+    from bench.fetcher_throughput import realistic_mail
+
+    fed = []
+    feed_all = parsing._feed_all
+    monkeypatch.setattr(parsing, "_feed_all", lambda data, policy: fed.append(len(data)) or feed_all(data, policy))
+    rng = random.Random(7)
+    for number in range(20):
+        raw = realistic_mail(rng, number)
+        assert _structure(parsing._feed(raw, DEFAULT_POLICY)) == _structure(BytesParser(policy=DEFAULT_POLICY).parsebytes(raw))
+    assert fed == []
