@@ -8,8 +8,9 @@ the lenient legacy policy, is the fallback; if that raises too, the mail is
 
 Memory stays bounded by the hard size limit: the bytes are fed to the parser in
 slices (``message_from_bytes`` would first copy the whole mail into one string), except
-a single-part body, which becomes its payload in one decode (the string the parser
-would have joined from its lines at the end); attachments are measured but never
+a single-part body, which is read as bytes where it can be and otherwise becomes its
+payload in one decode (the string the parser would have joined from its lines at the
+end); attachments are measured but never
 decoded, and text bodies are decoded to text only as far as the decision can carry them
 (see ``ParseLimits``; a body under an identity transfer encoding is first copied whole as
 bytes, as the parser holds it).
@@ -288,22 +289,41 @@ class _LeafPayload:
     quoted-printable body before decoding it.
     """
 
-    def __init__(self, part: Message, content_type: str | None = None, parameters: MimeParameters | None = None) -> None:
+    def __init__(
+        self,
+        part: Message,
+        content_type: str | None = None,
+        parameters: MimeParameters | None = None,
+        unset_body: memoryview | None = None,
+    ) -> None:
         self.part = part
         self.content_type = content_type or part.get_content_type()
         self.parameters = parameters or MimeParameters(part)
         self.encoding = transfer_encoding.normalised_encoding(part.get("content-transfer-encoding"))
         self._decoded: bytes | None = None
+        self._unset_body = unset_body
+        """A single-part mail's body that the parse left out of the payload (see ``_read``)."""
+
+    def _with_payload(self) -> Message:
+        if self._unset_body is not None:
+            _set_body(self.part, self._unset_body)
+            self._unset_body = None
+        return self.part
 
     @functools.cached_property
     def encoded(self) -> str | None:
         """The payload as the parser keeps it, or None when it cannot be had as text (see
         :func:`_encoded_payload`)."""
-        return _encoded_payload(self.part)
+        return _encoded_payload(self._with_payload())
 
     def decoded(self) -> bytes:
         if self._decoded is None:
-            self._decoded = _decoded_payload(self.part)
+            if self._unset_body is not None and self.encoding in _IDENTITY_ENCODINGS:
+                # What get_payload(decode=True) gives back after the payload's round trip
+                # through text with surrogate escapes: the bytes themselves.
+                self._decoded = bytes(self._unset_body)
+            else:
+                self._decoded = _decoded_payload(self._with_payload())
         return self._decoded
 
     def body_bytes(self, max_encoded_chars: int) -> tuple[bytes, bool]:
@@ -372,11 +392,15 @@ def _is_body_candidate(content_type: str, disposition: str | None, filename: str
     return content_type in ("text/plain", "text/html") and disposition != "attachment" and filename is None
 
 
-def _visit(part: Message, path: str, walk: _Walk, bodies: _Bodies | None) -> int:
+def _visit(part: Message, path: str, walk: _Walk, bodies: _Bodies | None, unset_body: memoryview | None = None) -> int:
     """Collect ``part`` and what it holds; return its decoded size.
 
     ``bodies`` is None inside a forwarded message: its text is not this mail's body.
+    ``unset_body``: the body of a single-part mail, not yet its payload (see ``_read``).
     """
+    if unset_body is not None and part.get_content_maintype() in ("multipart", "message"):
+        _set_body(part, unset_body)  # the parse defers only a leaf's body; be safe all the same
+        unset_body = None
     for defect in getattr(part, "defects", ()):
         walk.note(type(defect).__name__)
     content_type = part.get_content_type()
@@ -429,7 +453,7 @@ def _visit(part: Message, path: str, walk: _Walk, bodies: _Bodies | None) -> int
             bodies.truncated |= cut
         return leaf.measured_size()
 
-    leaf = _LeafPayload(part, content_type, parameters)
+    leaf = _LeafPayload(part, content_type, parameters, unset_body)
     if _is_body_candidate(content_type, disposition, filename):
         if bodies is None:
             # The text of a forwarded message: part of that message, not a file.
@@ -504,7 +528,22 @@ _DECLARED_CONTAINER = re.compile(rb"^content-type:\s*(?:multipart|message)/", re
 
 
 def _feed(raw: bytes, policy: EmailPolicy | Compat32) -> Message:
-    """The parser's message for ``raw``, as ``BytesFeedParser`` builds it from all of it.
+    """The parser's message for ``raw``, as ``BytesFeedParser`` builds it from all of it
+    (:func:`_feed_deferring_body` with the body set)."""
+    message, body = _feed_deferring_body(raw, policy)
+    if body is not None:
+        _set_body(message, body)
+    return message
+
+
+def _set_body(message: Message, body: memoryview) -> None:
+    # Decoded as the parser decodes what it is fed.
+    message.set_payload(str(body, "ascii", "surrogateescape"))
+
+
+def _feed_deferring_body(raw: bytes, policy: EmailPolicy | Compat32) -> tuple[Message, memoryview | None]:
+    """The parser's message for ``raw``, and the body of a single-part mail that is still
+    to be set as its payload (else None, and the message is whole).
 
     The feed parser takes a body line by line, even one it keeps whole: ~25 us of a
     plain mail's ~100 us feed. So only the header block is fed at first. When that
@@ -522,12 +561,11 @@ def _feed(raw: bytes, policy: EmailPolicy | Compat32) -> Message:
     view = memoryview(raw)
     found = _LINE_END_THEN_BLANK_LINE.search(raw)
     if found is None or _DECLARED_CONTAINER.search(raw, 0, found.end()):
-        return _feed_all(view, policy)
+        return _feed_all(view, policy), None
     message = message_from_header_block(raw[: found.end()], policy) or _feed_all(view[: found.end()], policy)
     if message.get_content_maintype() in ("multipart", "message") or not _payload_is_empty(message):
-        return _feed_all(view, policy)
-    message.set_payload(str(view[found.end() :], "ascii", "surrogateescape"))
-    return message
+        return _feed_all(view, policy), None
+    return message, view[found.end() :]
 
 
 def _payload_is_empty(message: Message) -> bool:
@@ -553,14 +591,19 @@ def _sender(headers: Mapping[str, tuple[str, ...]]) -> tuple[str | None, str | N
 
 
 def _read(raw: bytes, policy: EmailPolicy | Compat32, limits: ParseLimits) -> ParsedMail:
-    message = _feed(raw, policy)
+    # A single-part body becomes the payload only where the walk needs it as the parser
+    # keeps it. A text body under an identity transfer encoding is read as bytes, which
+    # it already is here: the payload's round trip through text with surrogate escapes
+    # (decoded for the payload, encoded again by get_payload) was a tenth of the parse of
+    # a German mail. The message goes nowhere else.
+    message, unset_body = _feed_deferring_body(raw, policy)
     headers = _header_map(message)
     sender_name, sender, from_addresses = _sender(headers)
     if sender is None:
         raise InvalidMessage("mail has no sender address in From, Sender or Return-Path")
     walk = _Walk(limits)
     bodies = _Bodies()
-    _visit(message, "", walk, bodies)
+    _visit(message, "", walk, bodies, unset_body)
     if walk.attachments_left_out:
         walk.note(f"{walk.attachments_left_out} further attachments not listed")
 

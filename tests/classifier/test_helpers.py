@@ -506,3 +506,71 @@ def test_the_benchs_realistic_mails_take_the_quick_header_block(monkeypatch):
         raw = realistic_mail(rng, number)
         assert _structure(parsing._feed(raw, DEFAULT_POLICY)) == _structure(BytesParser(policy=DEFAULT_POLICY).parsebytes(raw))
     assert fed == []
+
+
+# ---------------------------------------------------------------- a single-part body read as bytes
+
+from pathlib import Path  # noqa: E402
+from unittest import mock  # noqa: E402
+
+_FIXTURES = sorted((Path(__file__).parent / "fixtures").glob("*.eml"))
+
+
+def _parsed_both_ways(raw):
+    """parse_mail's result (or its error) with the single-part body deferred, and with it
+    set as the payload at once, as the parser would."""
+
+    deferring = parsing._feed_deferring_body
+
+    def whole(data, policy):
+        message, body = deferring(data, policy)
+        if body is not None:
+            parsing._set_body(message, body)
+        return message, None
+
+    def outcome():
+        try:
+            return parsing.parse_mail(raw, parsing.ParseLimits(max_body_text_bytes=300, max_body_html_bytes=600))
+        except Exception as error:  # noqa: BLE001 - compared, not handled
+            return type(error), str(error)
+
+    deferred = outcome()
+    with mock.patch.object(parsing, "_feed_deferring_body", whole):
+        at_once = outcome()
+    return deferred, at_once
+
+
+@pytest.mark.parametrize("path", _FIXTURES, ids=lambda p: p.name)
+def test_a_deferred_body_parses_as_one_set_at_once_on_every_fixture(path):
+    deferred, at_once = _parsed_both_ways(path.read_bytes())
+    assert deferred == at_once
+
+
+@hypothesis.settings(max_examples=400, deadline=None)
+@given(
+    head=st.lists(st.sampled_from(
+        ["From: a@b.c", "Subject: x", "Content-Type: text/plain; charset=utf-8", "Content-Type: text/plain; charset=latin-1",
+         "Content-Type: text/html", "Content-Type: application/pdf; name=a.pdf", "Content-Type: application/ms-tnef",
+         "Content-Disposition: attachment; filename=x.txt", "Content-Transfer-Encoding: 8bit",
+         "Content-Transfer-Encoding: 7bit", "Content-Transfer-Encoding: base64", "Content-Transfer-Encoding: quoted-printable",
+         "Content-Transfer-Encoding: x-uuencode", "Content-Transfer-Encoding:  8BIT ", "Content-Type: text/plain; charset=\x00"]
+    ), max_size=6),
+    body=st.lists(st.sampled_from(["Gr\xfc\xdfe", "Gr\xc3\xbc\xc3\x9fe", "aGVsbG8=", "=C3=BC", "=\r\n", "x" * 200, "\r\n", "\n", "\x00"]),
+                  max_size=12),
+)
+def test_a_deferred_body_parses_as_one_set_at_once(head, body):
+    raw = ("\r\n".join(head) + "\r\n\r\n" + "".join(body)).encode("latin-1")
+    deferred, at_once = _parsed_both_ways(raw)
+    assert deferred == at_once
+
+
+def test_a_german_plain_mail_is_parsed_without_its_body_as_payload(monkeypatch):
+    set_bodies = []
+    set_body = parsing._set_body
+    monkeypatch.setattr(parsing, "_set_body", lambda message, body: set_bodies.append(len(body)) or set_body(message, body))
+    parsed = parsing.parse_mail("From: a@b.c\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nGrüße\r\n".encode())
+    assert parsed.body_text == "Grüße\n"
+    assert set_bodies == []
+    # Under base64 the payload is needed as the parser keeps it.
+    parsing.parse_mail(b"From: a@b.c\r\nContent-Type: text/plain\r\nContent-Transfer-Encoding: base64\r\n\r\naGVsbG8=\r\n")
+    assert set_bodies == [10]
