@@ -611,14 +611,16 @@ def _read(raw: bytes, policy: EmailPolicy | Compat32, limits: ParseLimits) -> Pa
     html_source = "\n".join(bodies.html) or walk.tnef_html
     if not plain.strip() and not html_source and walk.tnef_plain:
         plain = walk.tnef_plain
-    body_html = sanitise_html(html_source) if html_source else None
+    body_html = storable_text(sanitise_html(html_source)) if html_source else None
     truncated = bodies.truncated
     if body_html is not None:
         body_html, cut = truncate_utf8(body_html, limits.max_body_html_bytes)
         truncated |= cut
     if not plain.strip() and body_html:
-        plain = html_to_text(body_html)
-    body_text, cut = truncate_utf8(storable_text(plain), limits.max_body_text_bytes)
+        # Every other source of the text is storable already (_decoded_text, the
+        # winmail.dat's); the HTML's character references are decoded here.
+        plain = storable_text(html_to_text(body_html))
+    body_text, cut = truncate_utf8(plain, limits.max_body_text_bytes)
 
     message_id = message_ids(headers.get("message-id", ("",))[0], limit=1)
     in_reply_to = message_ids(headers.get("in-reply-to", ("",))[0], limit=1)

@@ -574,3 +574,11 @@ def test_a_german_plain_mail_is_parsed_without_its_body_as_payload(monkeypatch):
     # Under base64 the payload is needed as the parser keeps it.
     parsing.parse_mail(b"From: a@b.c\r\nContent-Type: text/plain\r\nContent-Transfer-Encoding: base64\r\n\r\naGVsbG8=\r\n")
     assert set_bodies == [10]
+
+
+def test_character_references_to_controls_leave_neither_body_with_them():
+    parsed = parsing.parse_mail(b"From: a@b.c\r\nContent-Type: text/html\r\n\r\n<p>a&#1;b &#x7f; c\x01d &#0;e</p>")
+    for body in (parsed.body_text, parsed.body_html):
+        assert body == storable_text(body)
+        assert not any(ord(c) < 32 and c not in "\t\n\r" for c in body)
+    assert parsed.body_text.startswith("ab")
