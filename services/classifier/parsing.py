@@ -10,10 +10,9 @@ Memory stays bounded by the hard size limit: the bytes are fed to the parser in
 slices (``message_from_bytes`` would first copy the whole mail into one string), except
 a single-part body, which is read as bytes where it can be and otherwise becomes its
 payload in one decode (the string the parser would have joined from its lines at the
-end); attachments are measured but never
-decoded, and text bodies are decoded to text only as far as the decision can carry them
-(see ``ParseLimits``; a body under an identity transfer encoding is first copied whole as
-bytes, as the parser holds it).
+end); attachments are measured but never decoded, and text bodies are decoded to text
+only as far as the decision can carry them (see ``ParseLimits``; a body under an
+identity transfer encoding is first copied whole as bytes, as the parser holds it).
 """
 
 from __future__ import annotations
@@ -546,10 +545,11 @@ def _feed_deferring_body(raw: bytes, policy: EmailPolicy | Compat32) -> tuple[Me
     to be set as its payload (else None, and the message is whole).
 
     The feed parser takes a body line by line, even one it keeps whole: ~25 us of a
-    plain mail's ~100 us feed. So only the header block is fed at first. When that
-    gives a message whose body the parser would not look into (not multipart/* or
-    message/*), its payload is set to the rest of the bytes, decoded as the parser
-    decodes them (ASCII with surrogate escapes). The result is the same message.
+    plain mail's ~100 us feed. So only the header block is read at first (without the
+    parser where ``header_block`` can, else fed to it). When that gives a message whose
+    body the parser would not look into (not multipart/* or message/*), the rest of the
+    bytes is that body; :func:`_set_body` makes it the payload the parser would have
+    made (ASCII with surrogate escapes), and the message is then the same.
 
     The header block is taken to end at the first blank line after a line feed. Were
     the parser to end it earlier (at a line that is no header, a blank line after a lone
