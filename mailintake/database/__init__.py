@@ -33,29 +33,7 @@ def engine_for(url: str) -> Engine:
     # pool_pre_ping: a PostgreSQL restart must not surface as a failed first statement.
     engine = create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
     event.listen(engine, "connect", _send_lists_as_binary_arrays)
-    event.listen(engine, "connect", _plan_each_execution)
     return engine
-
-
-def _plan_each_execution(dbapi_connection: Any, _record: Any) -> None:
-    """Every execution of a prepared statement is planned for its parameters.
-
-    psycopg prepares a statement on the server once it has run five times, and after
-    five more PostgreSQL may keep one generic plan for it, made without the values.
-    For a look-up by array (``col = ANY(:array)``, ``array_parameters``) on a table that
-    was small when the plan was made, that plan is a sequential scan that compares
-    every row with every element, and it stays while the table grows: the ticketer's
-    look-up of 300 senders among 21,000 users took ~95 ms a batch where the index takes
-    ~2 ms (BENCHMARKS.md). Planning each execution costs a fraction of a millisecond;
-    the ticketer runs about ten statements for a batch of hundreds of mails.
-    """
-    # SET is transactional: in autocommit it outlives the pool's rollbacks.
-    autocommit = dbapi_connection.autocommit
-    dbapi_connection.autocommit = True
-    try:
-        dbapi_connection.execute("SET plan_cache_mode = force_custom_plan")
-    finally:
-        dbapi_connection.autocommit = autocommit
 
 
 def _send_lists_as_binary_arrays(dbapi_connection: Any, _record: Any) -> None:
