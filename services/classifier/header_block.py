@@ -3,7 +3,7 @@
 The feed parser takes a header block line by line: each line is split off its buffer,
 matched against its header pattern, collected, and the lines of a field joined again.
 On the end-to-end bench's mails (some twenty fields, the Received and DKIM ones folded)
-that was a third of the classifier's parse. :func:`message_from_header_block` builds the
+that was a fifth of the classifier's parse. :func:`message_from_header_block` builds the
 same message with one regular expression match a field, for a block whose every line
 the feed parser would take the plain way: a field's first line (a name of visible ASCII
 but the colon, then the colon) or its continuation (a leading space or tab), each ended
