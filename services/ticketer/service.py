@@ -3,9 +3,7 @@
 One agent takes ``mail.classified`` in batches (``noack_take``) and hands each to one
 batch task, which handles the batches in the order taken (while one is in PostgreSQL the
 agent fills the next, and steps 4-5 of one batch run while the next does steps 1-3;
-steps 4-5 of the batches still run one at a time, in order). At most one batch waits for
-the task, and a batch taken meanwhile joins it up to ``max_batch`` records
-(``batch_handoff.py``). Per batch:
+steps 4-5 of the batches still run one at a time, in order). Per batch:
 
 1. decodes each record; one that cannot be decoded becomes a dead letter (``mail.dlq``,
    with source topic, partition, offset and reason), counted against the DLQ-rate cap;
@@ -87,7 +85,6 @@ from mailintake.runtime.stream_processor import (
     Output,
     dead_letter_counted,
 )
-from services.ticketer.batch_handoff import BatchHandoff
 from services.ticketer.bundle_join import TABLE_NAME, BundleJoin, BundleTable, PollCycleWindow, bundle_partition
 from services.ticketer.partition_progress import HoleRefetch, plan_partition
 from services.ticketer.settings import TicketerSettings
@@ -197,9 +194,8 @@ class TicketerWorker:
         self._offsets: AIOKafkaConsumer | None = None
         self._dlq_limit = DlqLimit(max_ratio=settings.max_dlq_ratio)
         self._batch_lock = asyncio.Lock()
-        # One batch may wait while one is handled, and grows while it waits; a full one
-        # holds the agent (back-pressure).
-        self._waiting: BatchHandoff[Any] = BatchHandoff(settings.max_batch)
+        # One batch may wait while one is handled; a full queue holds the agent (back-pressure).
+        self._waiting: asyncio.Queue[list[Any]] = asyncio.Queue(maxsize=1)
         self._batches_task: asyncio.Task | None = None
         self._closing = False
         self._batch_started: float | None = None
