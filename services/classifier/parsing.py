@@ -395,11 +395,9 @@ def _visit(part: Message, path: str, walk: _Walk, bodies: _Bodies | None, unset_
     """Collect ``part`` and what it holds; return its decoded size.
 
     ``bodies`` is None inside a forwarded message: its text is not this mail's body.
-    ``unset_body``: the body of a single-part mail, not yet its payload (see ``_read``).
+    ``unset_body``: the body of a single-part mail, not yet its payload (see ``_read``);
+    only a leaf's body is ever deferred.
     """
-    if unset_body is not None and part.get_content_maintype() in ("multipart", "message"):
-        _set_body(part, unset_body)  # the parse defers only a leaf's body; be safe all the same
-        unset_body = None
     for defect in getattr(part, "defects", ()):
         walk.note(type(defect).__name__)
     content_type = part.get_content_type()
