@@ -1,6 +1,9 @@
 import random
 
-from services.fetcher.poll_schedule import PollSchedule
+from hypothesis import given
+from hypothesis import strategies as st
+
+from services.fetcher.poll_schedule import PollSchedule, spread_offsets
 
 
 def simulate(schedule: PollSchedule, failing: set[str], until: float) -> dict[str, list[float]]:
@@ -81,5 +84,47 @@ def test_one_added_account_is_due_now_and_a_share_of_many_is_spread_over_the_int
     polled = simulate(schedule, failing=set(), until=400)
     firsts = sorted(times[0] for times in polled.values())
     assert len(polled) == 200 and 100 <= firsts[0] and firsts[-1] < 160
-    assert max(sum(1 for t in firsts if s <= t < s + 6) for s in range(100, 160, 6)) < 50, "not bunched in one tenth"
+    assert [round(b - a, 9) for a, b in zip(firsts, firsts[1:])] == [0.3] * 199, "evenly, not bunched"
     assert all(abs(b - a - 60) < 1e-6 for times in polled.values() for a, b in zip(times, times[1:])), "then one interval apart"
+
+
+def circular_gaps(offsets: list[float], interval: float) -> list[float]:
+    points = sorted(o % interval for o in offsets)
+    return [b - a for a, b in zip(points, points[1:])] + [points[0] + interval - points[-1]]
+
+
+def test_offsets_with_none_taken_are_one_slot_apart_from_a_random_start():
+    offsets = spread_offsets(10, 5.0, (), random.Random(3))
+    assert 0 <= offsets[0] < 0.5
+    assert [round(b - a, 9) for a, b in zip(offsets, offsets[1:])] == [0.5] * 9
+    assert spread_offsets(10, 5.0, (), random.Random(4))[0] != offsets[0], "the start is random, so replicas do not poll in step"
+    assert spread_offsets(0, 5.0, (), random.Random(3)) == []
+
+
+def test_offsets_fill_the_gaps_between_the_taken_ones_in_proportion():
+    assert spread_offsets(3, 60, [0.0], random.Random(1)) == [15.0, 30.0, 45.0]
+    # Gaps of 10 s and 50 s share five new polls 1 : 4 (the short gap takes the larger remainder).
+    assert sorted(spread_offsets(5, 60, [0.0, 10.0], random.Random(1))) == [5.0, 20.0, 30.0, 40.0, 50.0]
+    # Taken offsets are phases: a poll due in 70 s or overdue by 50 s is at 10 s of the interval.
+    assert sorted(spread_offsets(5, 60, [-60.0, 70.0], random.Random(1))) == [5.0, 20.0, 30.0, 40.0, 50.0]
+
+
+@given(
+    count=st.integers(1, 300),
+    interval=st.sampled_from([5.0, 60.0, 300.0]),
+    taken=st.lists(st.floats(-1000, 1000, allow_nan=False), max_size=40),
+)
+def test_no_gap_among_the_polls_is_as_long_as_one_slot_of_the_new_ones(count, interval, taken):
+    offsets = spread_offsets(count, interval, taken, random.Random(0))
+    assert len(offsets) == count and all(0 <= o < interval for o in offsets)
+    assert max(circular_gaps(offsets + taken, interval)) < interval / count + 1e-9
+
+
+def test_a_share_arriving_beside_accounts_already_due_falls_between_them():
+    schedule = PollSchedule({}, now=0.0, rng=random.Random(1))
+    schedule.set_accounts({f"old{n}": 5 for n in range(5)}, now=0.0)
+    schedule.set_accounts({f"old{n}": 5 for n in range(5)} | {f"new{n}": 5 for n in range(5)}, now=1.0)
+    polled = simulate(schedule, failing=set(), until=20)
+    firsts = sorted(times[0] for times in polled.values())
+    assert len(firsts) == 10
+    assert [round(gap, 9) for gap in circular_gaps(firsts, 5.0)] == [0.5] * 10, "each new one halfway between two old ones"
