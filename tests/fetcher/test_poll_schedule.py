@@ -53,7 +53,7 @@ def test_staggered_first_polls_spread_over_the_interval_and_keep_it():
     polled = simulate(schedule, failing=set(), until=300)
     firsts = sorted(times[0] for times in polled.values())
     assert len(polled) == 200 and 0 <= firsts[0] and firsts[-1] < 60
-    assert max(sum(1 for t in firsts if s <= t < s + 6) for s in range(0, 60, 6)) < 50, "not bunched in one tenth"
+    assert [round(b - a, 9) for a, b in zip(firsts, firsts[1:])] == [0.3] * 199, "evenly, not bunched"
     assert all(abs(b - a - 60) < 1e-6 for times in polled.values() for a, b in zip(times, times[1:])), "then one interval apart"
 
 
