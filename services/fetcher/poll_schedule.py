@@ -26,9 +26,9 @@ def spread_offsets(count: int, interval: float, taken: Sequence[float], rng: ran
     and are spaced evenly within each gap; with none taken they are ``interval / count``
     apart, the first at a random moment of the first such slot (so two replicas given
     their shares together do not poll in step). Random offsets, drawn one by one, bunch:
-    of ten accounts over 5 s, four or five often fell within one second, and their mails
-    reached the classifier and the ticketer as one burst that queued there for a second or
-    two (BENCHMARKS.md, "polls spread evenly").
+    of ten accounts over 5 s, four to nine fell within about two seconds in one bench run,
+    and their mails reached the classifier and the ticketer as one burst that queued there
+    (BENCHMARKS.md, "polls spread evenly").
     """
     if count <= 0:
         return []
