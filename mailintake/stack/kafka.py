@@ -172,11 +172,14 @@ class Kafka(Component):
 def _quiet_kafka_client():
     """Silence kafka-python while probing: refused connections are expected during startup.
 
-    Only touches the 'kafka' logger when nobody configured it, so an
-    application's own logging setup wins.
+    The 'kafka' logger is raised to CRITICAL for the probe and set back after it, unless
+    someone asked it for INFO or DEBUG (to watch the probe). The CLI's own logging sets
+    it to WARNING, and there each refused connection was an "error" line in the output
+    of ``stack up``, though nothing was wrong.
     """
     logger = logging.getLogger("kafka")
-    quiet = logger.level == logging.NOTSET
+    previous = logger.level
+    quiet = previous == logging.NOTSET or previous >= logging.WARNING
     if quiet:
         logger.setLevel(logging.CRITICAL)
     try:
@@ -185,4 +188,4 @@ def _quiet_kafka_client():
             yield
     finally:
         if quiet:
-            logger.setLevel(logging.NOTSET)
+            logger.setLevel(previous)

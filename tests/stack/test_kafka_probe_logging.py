@@ -1,0 +1,69 @@
+"""The Kafka probe's quiet logging: refused connections while the broker starts are no error lines."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+
+import pytest
+import structlog
+
+from mailintake.runtime.logs import configure_logging
+from mailintake.stack.kafka import _quiet_kafka_client
+
+THIRD_PARTY = ("kafka", "aiokafka", "faust", "mode", "alembic")
+
+
+@pytest.fixture(autouse=True)
+def restore_logging():
+    """configure_logging rebinds the root handler, structlog and the third-party loggers'
+    levels for the whole process; later tests get them back as they were."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    levels = {name: logging.getLogger(name).level for name in THIRD_PARTY}
+    yield
+    structlog.reset_defaults()
+    structlog.contextvars.clear_contextvars()
+    root.handlers[:] = handlers
+    root.setLevel(level)
+    for name, was in levels.items():
+        logging.getLogger(name).setLevel(was)
+
+
+def refused(logger_name: str = "kafka.net.manager") -> None:
+    # What kafka-python 3 logs for each refused bootstrap connection.
+    logging.getLogger(logger_name).error("Connection failed: KafkaConnectionError: 111 ECONNREFUSED")
+
+
+def test_refused_connections_during_the_probe_print_nothing_under_the_clis_logging():
+    out = io.StringIO()
+    configure_logging("cli", "WARNING", cache=False, stream=out)
+    with _quiet_kafka_client():
+        refused()
+        refused("kafka.net.connection")
+    assert out.getvalue() == ""
+    assert logging.getLogger("kafka").level == logging.WARNING, "set back after the probe"
+    refused()
+    [line] = out.getvalue().splitlines()
+    assert json.loads(line)["logger"] == "kafka.net.manager", "outside the probe, kafka-python's errors show"
+
+
+def test_someone_watching_kafka_python_at_debug_still_sees_the_probe():
+    out = io.StringIO()
+    configure_logging("cli", "WARNING", cache=False, stream=out)
+    logging.getLogger("kafka").setLevel(logging.DEBUG)
+    with _quiet_kafka_client():
+        refused()
+    assert "ECONNREFUSED" in out.getvalue()
+    assert logging.getLogger("kafka").level == logging.DEBUG
+
+
+def test_a_kafka_logger_nobody_configured_is_quiet_during_the_probe_and_unset_after():
+    out = io.StringIO()
+    configure_logging("cli", "WARNING", cache=False, stream=out)
+    logging.getLogger("kafka").setLevel(logging.NOTSET)
+    with _quiet_kafka_client():
+        refused()
+    assert out.getvalue() == ""
+    assert logging.getLogger("kafka").level == logging.NOTSET
