@@ -49,21 +49,16 @@ def test_refused_connections_during_the_probe_print_nothing_under_the_clis_loggi
     assert json.loads(line)["logger"] == "kafka.net.manager", "outside the probe, kafka-python's errors show"
 
 
-def test_someone_watching_kafka_python_at_debug_still_sees_the_probe():
+@pytest.mark.parametrize(
+    ("level", "printed"),
+    [(logging.DEBUG, True), (logging.NOTSET, False)],
+    ids=["set to DEBUG to watch the probe", "set by nobody"],
+)
+def test_the_probe_leaves_a_watched_logger_alone_and_unsets_one_nobody_set(level, printed):
     out = io.StringIO()
     configure_logging("cli", "WARNING", cache=False, stream=out)
-    logging.getLogger("kafka").setLevel(logging.DEBUG)
+    logging.getLogger("kafka").setLevel(level)
     with _quiet_kafka_client():
         refused()
-    assert "ECONNREFUSED" in out.getvalue()
-    assert logging.getLogger("kafka").level == logging.DEBUG
-
-
-def test_a_kafka_logger_nobody_configured_is_quiet_during_the_probe_and_unset_after():
-    out = io.StringIO()
-    configure_logging("cli", "WARNING", cache=False, stream=out)
-    logging.getLogger("kafka").setLevel(logging.NOTSET)
-    with _quiet_kafka_client():
-        refused()
-    assert out.getvalue() == ""
-    assert logging.getLogger("kafka").level == logging.NOTSET
+    assert ("ECONNREFUSED" in out.getvalue()) is printed
+    assert logging.getLogger("kafka").level == level
