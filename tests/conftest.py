@@ -18,9 +18,8 @@ def stack():
     import sys
 
     from mailintake.database.migrate import upgrade
-    from mailintake.stack import Stack
-
     from mailintake.local_environment import service_environment
+    from mailintake.stack import Stack
 
     endpoints = Stack().up()
     # Services started by the tests inherit this, so any configured stack ports work.
@@ -31,6 +30,29 @@ def stack():
     )
     upgrade(endpoints.database_url)
     return endpoints
+
+
+@pytest.fixture
+def restored_logging():
+    """``configure_logging`` rebinds the root handler (to this test's captured stderr,
+    which pytest closes afterwards), structlog and the third-party loggers' levels for the
+    whole process; later tests that log in-process get them back as they were."""
+    import logging
+
+    import structlog
+
+    from mailintake.runtime.logs import THIRD_PARTY_LOGGERS
+
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    levels = {name: logging.getLogger(name).level for name in THIRD_PARTY_LOGGERS}
+    yield
+    structlog.reset_defaults()
+    structlog.contextvars.clear_contextvars()
+    root.handlers[:] = handlers
+    root.setLevel(level)
+    for name, was in levels.items():
+        logging.getLogger(name).setLevel(was)
 
 
 @pytest.fixture

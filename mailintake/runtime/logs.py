@@ -11,8 +11,7 @@ import functools
 import logging
 import re
 import sys
-from typing import TextIO
-from typing import Any
+from typing import Any, TextIO
 
 import structlog
 from pydantic import SecretStr
@@ -61,6 +60,10 @@ def configure_cli_logging() -> None:
     configure_logging("cli", "WARNING", cache=False)
 
 
+THIRD_PARTY_LOGGERS = ("kafka", "aiokafka", "faust", "mode", "alembic")
+"""Libraries' loggers that :func:`configure_logging` holds at WARNING or above."""
+
+
 def configure_logging(service: str, level: str = "INFO", *, cache: bool = True, stream: TextIO | None = None) -> None:
     """Send JSON lines to stderr, one per event, tagged with the service name.
 
@@ -85,7 +88,7 @@ def configure_logging(service: str, level: str = "INFO", *, cache: bool = True, 
     root.handlers[:] = [handler]
     root.setLevel(level)
     # Third-party clients log every reconnect at INFO; keep their warnings only.
-    for noisy in ("kafka", "aiokafka", "faust", "mode", "alembic"):
+    for noisy in THIRD_PARTY_LOGGERS:
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))
     structlog.configure(
         processors=[

@@ -7,19 +7,7 @@ from pydantic import SecretStr
 
 from mailintake.runtime.logs import REDACTED, configure_logging
 
-
-@pytest.fixture(autouse=True)
-def restore_logging():
-    """configure_logging binds structlog and the root handler to this test's captured
-    stderr, which pytest closes afterwards; later tests that log in-process would fail
-    with "I/O operation on closed file" unless the defaults come back."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    structlog.reset_defaults()
-    structlog.contextvars.clear_contextvars()
-    root.handlers[:] = handlers
-    root.setLevel(level)
+pytestmark = pytest.mark.usefixtures("restored_logging")
 
 
 def test_secrets_never_reach_the_log(capsys):
@@ -35,8 +23,6 @@ def test_secrets_never_reach_the_log(capsys):
 
 
 def test_third_party_records_are_json_too(capsys):
-    import logging
-
     configure_logging("test")
     logging.getLogger("kafka.client").warning("No partition metadata for topic %s", "mail.raw")
     line = json.loads(capsys.readouterr().err.strip().splitlines()[-1])

@@ -7,28 +7,11 @@ import json
 import logging
 
 import pytest
-import structlog
 
 from mailintake.runtime.logs import configure_logging
 from mailintake.stack.kafka import _quiet_kafka_client
 
-THIRD_PARTY = ("kafka", "aiokafka", "faust", "mode", "alembic")
-
-
-@pytest.fixture(autouse=True)
-def restore_logging():
-    """configure_logging rebinds the root handler, structlog and the third-party loggers'
-    levels for the whole process; later tests get them back as they were."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    levels = {name: logging.getLogger(name).level for name in THIRD_PARTY}
-    yield
-    structlog.reset_defaults()
-    structlog.contextvars.clear_contextvars()
-    root.handlers[:] = handlers
-    root.setLevel(level)
-    for name, was in levels.items():
-        logging.getLogger(name).setLevel(was)
+pytestmark = pytest.mark.usefixtures("restored_logging")
 
 
 def refused(logger_name: str = "kafka.net.manager") -> None:
