@@ -11,6 +11,7 @@ from mode import Service
 
 from services.ticketer.faust_delivery import InlineDeliveryApp, InlineDeliveryConsumer, deliver
 from tests.kafka_topics import topics_for_one_test
+from tests.ticketer.running_ticketer import delete_group_and_topics
 
 
 async def _race_through_a_task(rest):
@@ -149,10 +150,10 @@ class _CountingApp(InlineDeliveryApp):
 
 
 @pytest.mark.stack
-def test_a_faust_app_gets_every_record_once_and_in_order_also_when_its_stream_buffer_is_full(stack, unique):
+def test_a_faust_app_gets_every_record_once_and_in_order_also_when_its_stream_buffer_is_full(stack, unique, tmp_path):
     """A stream buffer of one record and a slow agent: most records wait for room in the
     buffer, so they take the race; none is lost or repeated."""
-    topic, count = f"delivery-{unique}", 60
+    topic, group, count = f"delivery-{unique}", f"delivery-{unique}-group", 60
     bootstrap = stack.kafka_bootstrap
     with topics_for_one_test(bootstrap, topic):
         producer = KafkaProducer(bootstrap_servers=bootstrap)
@@ -163,7 +164,7 @@ def test_a_faust_app_gets_every_record_once_and_in_order_also_when_its_stream_bu
 
         async def main():
             app = _CountingApp(
-                f"delivery-{unique}", broker=f"kafka://{bootstrap}", store="memory://", web_enabled=False,
+                group, datadir=str(tmp_path), broker=f"kafka://{bootstrap}", store="memory://", web_enabled=False,
                 autodiscover=False, consumer_auto_offset_reset="earliest", stream_buffer_maxsize=1,
                 topic_replication_factor=1, key_serializer="raw", value_serializer="raw",
             )
@@ -177,7 +178,7 @@ def test_a_faust_app_gets_every_record_once_and_in_order_also_when_its_stream_bu
                     if len(received) >= count:
                         all_received.set()
 
-            app.agent(app.topic(topic, value_serializer="raw"), name=f"delivery-{unique}.agent")(agent)
+            app.agent(app.topic(topic, value_serializer="raw"), name=f"{group}.agent")(agent)
             await app.start()
             try:
                 await asyncio.wait_for(all_received.wait(), 120)
@@ -187,5 +188,8 @@ def test_a_faust_app_gets_every_record_once_and_in_order_also_when_its_stream_bu
             assert isinstance(app.consumer, InlineDeliveryConsumer)
             return received
 
-        assert asyncio.run(main()) == list(range(count))
+        try:
+            assert asyncio.run(main()) == list(range(count))
+        finally:
+            delete_group_and_topics(bootstrap, group)
     assert _CountingConsumer.raced > 0
