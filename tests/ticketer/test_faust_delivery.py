@@ -60,26 +60,21 @@ def test_a_callback_that_waits_finishes_through_the_race_with_what_it_was_sent()
     assert seen == ["one", "two"]
 
 
-def test_an_error_of_the_first_step_is_raised_to_the_caller():
-    async def callback():
-        raise LookupError("no stream for this partition")
+async def _fails_at_once():
+    raise LookupError("no stream for this partition")
 
+
+async def _fails_after_waiting():
+    await asyncio.sleep(0.01)
+    raise LookupError("late")
+
+
+@pytest.mark.parametrize("callback", [_fails_at_once, _fails_after_waiting], ids=["in the first step", "after waiting"])
+def test_an_error_of_the_callback_is_raised_to_the_caller(callback):
     async def main():
         await deliver(callback(), _race_through_a_task)
 
-    with pytest.raises(LookupError, match="no stream"):
-        asyncio.run(main())
-
-
-def test_an_error_after_waiting_is_raised_through_the_race():
-    async def callback():
-        await asyncio.sleep(0.01)
-        raise LookupError("late")
-
-    async def main():
-        await deliver(callback(), _race_through_a_task)
-
-    with pytest.raises(LookupError, match="late"):
+    with pytest.raises(LookupError, match="no stream" if callback is _fails_at_once else "late"):
         asyncio.run(main())
 
 
