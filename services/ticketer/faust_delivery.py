@@ -5,15 +5,16 @@ delivers every record with ``await self.wait_first(callback(record), suspend_flo
 per record that makes four tasks (the callback, the flow event, the consumer's stopped
 and crashed events), an ``asyncio.wait`` and three cancellations. The callback almost
 always finishes at once (it puts the record into the stream's buffer), so those tasks are
-pure cost: in the ticketer's profile under a sustained load they were the largest single
-item of the event loop's time (BENCHMARKS.md, 2026-12-01).
+pure cost: about a tenth of the ticketer's time under a sustained load (BENCHMARKS.md,
+"2026-12-01 (night)").
 
 :func:`deliver` runs the callback's first step right away in the caller; only when the
 callback suspends (the stream's buffer is full, back-pressure) does it race the rest of
 the callback against the interrupting events, exactly as faust does. Nothing changes in
-what is delivered or when: ``wait_first`` also runs the callback's first step before it
-can notice any of the events (its tasks all start in the same loop iteration), and a
-callback that finished in its first step is not undone by an event that is set.
+what is delivered or in what can interrupt it: ``wait_first`` also runs the callback's
+first step before it can notice any of the events (its tasks all start in the same loop
+iteration), and a callback that finished in its first step is not undone by an event
+that is set.
 
 :class:`InlineDeliveryConsumer` is faust's aiokafka consumer with its drain loop
 restated around :func:`deliver`; the rest of the loop (read offsets, gaps of acked
