@@ -156,7 +156,7 @@ def test_a_replay_changes_nothing_and_re_emits_the_same_events(stack, unique, pr
     admin.alter_group_offsets(ticketer.group, {TopicPartition("mail.classified", p): OffsetAndMetadata(o, "", -1) for p, o in start.items()})
     admin.close()
     again = new_ticketer()
-    assert again.wait_handled(account, 6) == {str(i): True for i in range(6)}
+    assert again.wait_handled(account, 6) == {str(i): True for i in range(6)}, again.log_tail()
     assert ledger(stack, account).keys() == rows_before.keys()
     assert all(ledger(stack, account)[k].processed_at == rows_before[k].processed_at for k in rows_before)
     events = ticket_events(stack.kafka_bootstrap, account, since, timeout=10)
