@@ -720,13 +720,14 @@ def run_drills(config: DrillConfig) -> DrillRun:
     outcomes, total = drill_outcomes(plan, injector.mails, steps, ledger, tickets, fault_times, notes)
     names = {u.name for u in users}
     found = [s for s in sessions(endpoints.state_dir / "logs" / "dovecot.log", started_at) if s.user in names]
-    # A login with no end line is left out: a mail process that ran logs its end, so
-    # this one never opened the mailbox (seen while Dovecot restarted). Reported apart.
-    ended = [s for s in found if s.ended is not None]
-    overlaps = overlapping(ended)
+    # overlapping() leaves out a login whose mail process logged nothing: it never opened
+    # the mailbox (seen while Dovecot restarted). Reported apart.
+    overlaps = overlapping(found)
+    unopened = sum(not s.opened for s in found)
+    unended = sum(s.opened and s.ended is None for s in found)
     run_notes = [
-        f"Dovecot sessions of the drill's mailboxes: {len(found)} ({len(found) - len(ended)} with no end logged), "
-        f"two at once on one mailbox: {len(overlaps)}"
+        f"Dovecot sessions of the drill's mailboxes: {len(found)} ({unopened} logins the mail process never served, "
+        f"{unended} served with no end logged), two at once on one mailbox: {len(overlaps)}"
     ]
     run_notes += [f"  {a.user}: {a.started} to {a.ended} and {b.started} to {b.ended}" for a, b in overlaps[:5]]
     run_notes.append(f"replicas that exited unasked and were started again: {dict(replicas.unasked_restarts) or 'none'}")
