@@ -9,10 +9,12 @@ from kafka.admin import KafkaAdminClient, NewTopic
 
 
 @contextmanager
-def topics_for_one_test(bootstrap: str, *names: str, configs: dict[str, str] | None = None) -> Iterator[None]:
-    """Single-partition topics ``names`` (with topic ``configs``), deleted afterwards."""
+def topics_for_one_test(
+    bootstrap: str, *names: str, configs: dict[str, str] | None = None, partitions: int = 1
+) -> Iterator[None]:
+    """Topics ``names`` of ``partitions`` partitions (with topic ``configs``), deleted afterwards."""
     admin = KafkaAdminClient(bootstrap_servers=bootstrap)
-    admin.create_topics([NewTopic(name, 1, 1, topic_configs=configs or {}) for name in names])
+    admin.create_topics([NewTopic(name, partitions, 1, topic_configs=configs or {}) for name in names])
     admin.close()
     try:
         yield

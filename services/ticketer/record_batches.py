@@ -1,0 +1,51 @@
+"""The ticketer's outputs handed to Kafka as whole record batches, one per partition.
+
+faust's ``Producer.send`` and aiokafka's ``send`` below it take one record at a time:
+each call waits for the topic's metadata, picks a partition, finds or opens the
+partition's batch and makes a future, about 10 us of CPU a record here (and faust adds
+its own). A ticketer batch of a few hundred mails has two or three outputs a mail. aiokafka's
+``create_batch``/``send_batch`` builds a batch directly (its record builder is compiled)
+and makes one future per batch, about 3 us a record (BENCHMARKS.md, 2026-12-02).
+
+What Kafka receives is the same as from ``send``: every record on the partition it names,
+or else the one the producer's partitioner picks for its key, and within a partition in
+the order of ``outputs``. A batch that fills is sent and another started; a record too
+large for an empty batch still goes alone, as ``send`` sends it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+
+from aiokafka import AIOKafkaProducer
+
+from mailintake.runtime.stream_processor import Output
+
+
+async def send_in_batches(
+    producer: AIOKafkaProducer, outputs: Sequence[Output], partition_for_key: Callable[[str, bytes | None], int]
+) -> list[asyncio.Future]:
+    """Hand ``outputs`` to ``producer`` as record batches; return the batches' futures,
+    each done when Kafka acknowledged (or refused) its batch.
+
+    ``partition_for_key(topic, key)`` is the partition of an output that names none; the
+    topics' metadata must be known already (``producer.partitions_for``).
+    """
+    builders: dict[tuple[str, int], object] = {}
+    sent: list[asyncio.Future] = []
+    for output in outputs:
+        partition = output.partition if output.partition is not None else partition_for_key(output.topic, output.key)
+        where = (output.topic, partition)
+        builder = builders.get(where)
+        if builder is None:
+            builder = builders[where] = producer.create_batch()
+        if builder.append(key=output.key, value=output.value, timestamp=None) is None:  # type: ignore[attr-defined]
+            sent.append(await producer.send_batch(builder, output.topic, partition=partition))
+            builder = builders[where] = producer.create_batch()
+            # An empty batch takes any one record (aiokafka's builder admits the first
+            # whatever its size), so this second append cannot fail.
+            builder.append(key=output.key, value=output.value, timestamp=None)  # type: ignore[attr-defined]
+    for (topic, partition), builder in builders.items():
+        sent.append(await producer.send_batch(builder, topic, partition=partition))
+    return sent
