@@ -19,6 +19,7 @@ import asyncio
 from collections.abc import Callable, Sequence
 
 from aiokafka import AIOKafkaProducer
+from aiokafka.producer.message_accumulator import BatchBuilder
 
 from mailintake.runtime.stream_processor import Output
 
@@ -32,7 +33,7 @@ async def send_in_batches(
     ``partition_for_key(topic, key)`` is the partition of an output that names none; the
     topics' metadata must be known already (``producer.partitions_for``).
     """
-    builders: dict[tuple[str, int], object] = {}
+    builders: dict[tuple[str, int], BatchBuilder] = {}
     sent: list[asyncio.Future] = []
     for output in outputs:
         partition = output.partition if output.partition is not None else partition_for_key(output.topic, output.key)
@@ -40,12 +41,12 @@ async def send_in_batches(
         builder = builders.get(where)
         if builder is None:
             builder = builders[where] = producer.create_batch()
-        if builder.append(key=output.key, value=output.value, timestamp=None) is None:  # type: ignore[attr-defined]
+        if builder.append(key=output.key, value=output.value, timestamp=None) is None:
             sent.append(await producer.send_batch(builder, output.topic, partition=partition))
             builder = builders[where] = producer.create_batch()
             # An empty batch takes any one record (aiokafka's builder admits the first
             # whatever its size), so this second append cannot fail.
-            builder.append(key=output.key, value=output.value, timestamp=None)  # type: ignore[attr-defined]
+            builder.append(key=output.key, value=output.value, timestamp=None)
     for (topic, partition), builder in builders.items():
         sent.append(await producer.send_batch(builder, topic, partition=partition))
     return sent
