@@ -521,7 +521,24 @@ def _feed_all(data: memoryview, policy: EmailPolicy | Compat32) -> Message:
 
 
 _LINE_END_THEN_BLANK_LINE = re.compile(rb"\n(?:\r\n|\n)")
-_DECLARED_CONTAINER = re.compile(rb"^content-type:\s*(?:multipart|message)/", re.IGNORECASE | re.MULTILINE)
+_CONTAINER_TYPE = re.compile(rb"\s*(?:multipart|message)/")
+
+
+def declares_container(header_block: bytes) -> bool:
+    """Whether a ``Content-Type:`` field of ``header_block`` starts with a multipart or
+    message type: ``^content-type:\\s*(?:multipart|message)/`` matched per line, any case.
+
+    That expression searched the block position by position (no literal prefix survives
+    ignoring case): ~7 us of a plain mail's ~180 us pass. Lower-casing the block and
+    finding the field name are C loops.
+    """
+    lowered = header_block.lower()
+    at = lowered.find(b"content-type:")
+    while at >= 0:
+        if (at == 0 or lowered[at - 1] == 0x0A) and _CONTAINER_TYPE.match(lowered, at + 13):
+            return True
+        at = lowered.find(b"content-type:", at + 13)
+    return False
 
 
 def _feed(raw: bytes, policy: EmailPolicy | Compat32) -> Message:
@@ -558,7 +575,7 @@ def _feed_deferring_body(raw: bytes, policy: EmailPolicy | Compat32) -> tuple[Me
     """
     view = memoryview(raw)
     found = _LINE_END_THEN_BLANK_LINE.search(raw)
-    if found is None or _DECLARED_CONTAINER.search(raw, 0, found.end()):
+    if found is None or declares_container(raw[: found.end()]):
         return _feed_all(view, policy), None
     message = message_from_header_block(raw[: found.end()], policy) or _feed_all(view[: found.end()], policy)
     if message.get_content_maintype() in ("multipart", "message") or not _payload_is_empty(message):

@@ -1,5 +1,7 @@
 """The classifier's small pure helpers, tested directly (in the manner of Zulip's email mirror)."""
 
+import re
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -427,6 +429,36 @@ def test_a_declared_multipart_mail_is_fed_once_whole(monkeypatch):
     raw = b"From: a@b.c\r\nContent-Type:\r\n multipart/mixed; boundary=b\r\n\r\n--b\r\n\r\none\r\n--b--\r\n"
     assert parsing._feed(raw, DEFAULT_POLICY).is_multipart()
     assert fed == [len(raw)]
+
+
+# What declares_container stands for: the expression it replaced, searched line by line.
+_DECLARED_CONTAINER_EXPRESSION = re.compile(rb"^content-type:\s*(?:multipart|message)/", re.IGNORECASE | re.MULTILINE)
+_HEADER_PIECES = st.sampled_from(
+    [b"Content-Type:", b"CONTENT-TYPE:", b"content-type:", b"X-Content-Type:", b"Content-Type ", b" ", b"\t", b"\r\n",
+     b"\n", b"\r", b"\x0b", b"\x1c", b"multipart/mixed", b"MULTIPART/", b"Message/rfc822", b"message", b"/", b"text/plain",
+     b"multipart", b"From: a@b.c", b"\xc3\xbc", b"\xff"]
+)
+
+
+@hypothesis.settings(max_examples=1000, deadline=None)
+@given(pieces=st.lists(_HEADER_PIECES, max_size=20))
+def test_declares_container_finds_what_the_expression_finds(pieces):
+    block = b"".join(pieces)
+    assert parsing.declares_container(block) == bool(_DECLARED_CONTAINER_EXPRESSION.search(block))
+
+
+@pytest.mark.parametrize(
+    ("block", "declared"),
+    [
+        (b"Content-Type: multipart/mixed; boundary=b\r\n", True),
+        (b"From: a@b.c\r\ncontent-type:\r\n\tMESSAGE/rfc822\r\n", True),
+        (b"From: a@b.c\r\nX-Content-Type: multipart/mixed\r\n", False),
+        (b"From: a@b.c\r\nContent-Type: text/plain\r\nX: multipart/mixed\r\n", False),
+        (b"Content-Type: text/plain\r\nContent-Type: multipart/mixed\r\n", True),
+    ],
+)
+def test_declares_container_on_examples(block, declared):
+    assert parsing.declares_container(block) is declared
 
 
 # ---------------------------------------------------------------- the header block without the feed parser
