@@ -575,9 +575,12 @@ def _feed_deferring_body(raw: bytes, policy: EmailPolicy | Compat32) -> tuple[Me
     """
     view = memoryview(raw)
     found = _LINE_END_THEN_BLANK_LINE.search(raw)
-    if found is None or declares_container(raw[: found.end()]):
+    if found is None:
         return _feed_all(view, policy), None
-    message = message_from_header_block(raw[: found.end()], policy) or _feed_all(view[: found.end()], policy)
+    block = raw[: found.end()]
+    if declares_container(block):
+        return _feed_all(view, policy), None
+    message = message_from_header_block(block, policy) or _feed_all(view[: found.end()], policy)
     if message.get_content_maintype() in ("multipart", "message") or not _payload_is_empty(message):
         return _feed_all(view, policy), None
     return message, view[found.end() :]

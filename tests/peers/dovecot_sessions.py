@@ -31,7 +31,7 @@ class MailSession:
     started: datetime
     ended: datetime | None
     """None while the session is still open (or its end is not logged yet)."""
-    opened: bool = True
+    opened: bool
     """Whether the mail process logged anything for the session, so may have opened the mailbox."""
 
 

@@ -8,7 +8,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from kafka import KafkaConsumer, TopicPartition
 
-from mailintake.runtime.key_partitioning import aiokafka_key_partitioner, key_partition
+from mailintake.runtime.key_partitioning import key_partition
 from mailintake.runtime.stream_processor import Output
 from services.ticketer.record_batches import send_in_batches
 from tests.kafka_topics import topics_for_one_test
@@ -40,8 +40,7 @@ def test_each_record_lands_on_its_partition_in_order_and_a_full_batch_makes_anot
     async def send() -> int:
         # Batches of 1 KiB: the 60 records of ~200 bytes need several per partition.
         producer = AIOKafkaProducer(
-            bootstrap_servers=stack.kafka_bootstrap, acks="all", enable_idempotence=True,
-            max_batch_size=1024, partitioner=aiokafka_key_partitioner,
+            bootstrap_servers=stack.kafka_bootstrap, acks="all", enable_idempotence=True, max_batch_size=1024
         )
         await producer.start()
         try:
