@@ -50,7 +50,8 @@ orchestrator restarts it rather than let it go on past a record that failed.
 Around that: SIGTERM finishes the batch in flight (its offsets are committed), then the
 app stops and its consumer leaves the group, so the partitions move at once (a batch that
 was waiting is dropped uncommitted). A rebalance waits for the batch in flight before
-partitions are revoked. faust's web server is off;
+partitions are revoked. The app's consumer hands each fetched record to the stream
+without faust's per-record tasks (``faust_delivery.py``). faust's web server is off;
 ``/metrics``, ``/livez`` and ``/readyz`` come from ``mailintake/runtime/http_endpoint.py``.
 """
 
@@ -66,7 +67,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-import faust
 import structlog
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from prometheus_client import Counter
@@ -86,6 +86,7 @@ from mailintake.runtime.stream_processor import (
     dead_letter_counted,
 )
 from services.ticketer.bundle_join import TABLE_NAME, BundleJoin, BundleTable, PollCycleWindow, bundle_partition
+from services.ticketer.faust_delivery import InlineDeliveryApp
 from services.ticketer.partition_progress import HoleRefetch, plan_partition
 from services.ticketer.record_batches import send_in_batches
 from services.ticketer.settings import TicketerSettings
@@ -151,7 +152,7 @@ class TicketerWorker:
         # faust keeps table files under its data directory, which defaults to one in the
         # working directory; with the memory store it only creates empty folders there.
         self._datadir = tempfile.TemporaryDirectory(prefix="mailintake-ticketer-faust-")
-        self.app = faust.App(
+        self.app = InlineDeliveryApp(
             settings.group_id,
             datadir=self._datadir.name,
             broker=[f"kafka://{server.strip()}" for server in settings.kafka_bootstrap_servers.split(",")],

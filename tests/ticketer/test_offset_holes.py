@@ -24,6 +24,7 @@ from prometheus_client import REGISTRY
 from mailintake.contracts import get_topic, record_key
 from mailintake.contracts.records import encode_record
 from mailintake.runtime.http_endpoint import Health
+from services.ticketer.faust_delivery import InlineDeliveryConsumer
 from services.ticketer.service import TicketerWorker
 from services.ticketer.settings import TicketerSettings
 from tests.ticketer.mails import classified
@@ -125,6 +126,8 @@ def test_records_faust_withholds_are_fetched_again_and_handled(stack, unique):
         before = held_back()
         try:
             ticketer.wait_consuming(tp)
+            # The drain loop whose dropping is put to the test here is the ticketer's own.
+            assert ticketer.call(lambda w: isinstance(w.app.consumer, InlineDeliveryConsumer))
             # A group that never committed: the first records of the log are withheld.
             withhold_next(WITHHELD, from_offset=0)
             produce_mails(producer, topic, account, range(0, 20))
