@@ -144,12 +144,12 @@ class _CountingApp(InlineDeliveryApp):
         return transport
 
 
-@pytest.mark.stack
-def test_a_faust_app_gets_every_record_once_and_in_order_also_when_its_stream_buffer_is_full(stack, unique, tmp_path):
-    """A stream buffer of one record and a slow agent: most records wait for room in the
-    buffer, so they take the race; none is lost or repeated."""
-    topic, group, count = f"delivery-{unique}", f"delivery-{unique}-group", 60
-    bootstrap = stack.kafka_bootstrap
+def _numbers_through_an_app(bootstrap, unique, datadir, count, app_type, take, settle=0.0, **app_options):
+    """Produces the numbers 0 to ``count - 1`` to a topic of the test's own, then runs an
+    ``app_type`` app whose agent awaits ``take(stream)`` after each number it receives,
+    until all have arrived and ``settle`` seconds more have passed. The numbers in the
+    order received, and the app's consumer."""
+    topic, group = f"delivery-{unique}", f"delivery-{unique}-group"
     with topics_for_one_test(bootstrap, topic):
         producer = KafkaProducer(bootstrap_servers=bootstrap)
         for n in range(count):
@@ -158,10 +158,10 @@ def test_a_faust_app_gets_every_record_once_and_in_order_also_when_its_stream_bu
         producer.close()
 
         async def main():
-            app = _CountingApp(
-                group, datadir=str(tmp_path), broker=f"kafka://{bootstrap}", store="memory://", web_enabled=False,
-                autodiscover=False, consumer_auto_offset_reset="earliest", stream_buffer_maxsize=1,
-                topic_replication_factor=1, key_serializer="raw", value_serializer="raw",
+            app = app_type(
+                group, datadir=str(datadir), broker=f"kafka://{bootstrap}", store="memory://", web_enabled=False,
+                autodiscover=False, consumer_auto_offset_reset="earliest",
+                topic_replication_factor=1, key_serializer="raw", value_serializer="raw", **app_options,
             )
             received: list[int] = []
             all_received = asyncio.Event()
@@ -169,7 +169,7 @@ def test_a_faust_app_gets_every_record_once_and_in_order_also_when_its_stream_bu
             async def agent(stream):
                 async for value in stream:
                     received.append(int(value))
-                    await asyncio.sleep(0.005)
+                    await take(stream)
                     if len(received) >= count:
                         all_received.set()
 
@@ -177,16 +177,32 @@ def test_a_faust_app_gets_every_record_once_and_in_order_also_when_its_stream_bu
             await app.start()
             try:
                 await asyncio.wait_for(all_received.wait(), 120)
-                await asyncio.sleep(0.5)  # a repeated record would arrive now
+                await asyncio.sleep(settle)
             finally:
                 await app.stop()
-            assert isinstance(app.consumer, InlineDeliveryConsumer)
-            return received
+            return received, app.consumer
 
         try:
-            assert asyncio.run(main()) == list(range(count))
+            return asyncio.run(main())
         finally:
             delete_group_and_topics(bootstrap, group)
+
+
+@pytest.mark.stack
+def test_a_faust_app_gets_every_record_once_and_in_order_also_when_its_stream_buffer_is_full(stack, unique, tmp_path):
+    """A stream buffer of one record and a slow agent: most records wait for room in the
+    buffer, so they take the race; none is lost or repeated."""
+
+    async def slowly(stream):
+        await asyncio.sleep(0.005)
+
+    count = 60
+    # A repeated record would arrive in the half second after the last.
+    received, consumer = _numbers_through_an_app(
+        stack.kafka_bootstrap, unique, tmp_path, count, _CountingApp, slowly, settle=0.5, stream_buffer_maxsize=1
+    )
+    assert isinstance(consumer, InlineDeliveryConsumer)
+    assert received == list(range(count))
     assert _CountingConsumer.raced > 0
 
 
@@ -195,43 +211,12 @@ def test_the_agent_takes_each_record_before_the_next_is_delivered(stack, unique,
     """The drain loop yields to the event loop after every record, as faust's per-record
     tasks do: a backlog fetched at once does not pile up in the stream's buffer ahead of
     the agent (a rebalance would drop what was piled up, and the ticketer fetch it again)."""
-    topic, group, count = f"delivery-{unique}", f"delivery-{unique}-group", 300
-    bootstrap = stack.kafka_bootstrap
-    with topics_for_one_test(bootstrap, topic):
-        producer = KafkaProducer(bootstrap_servers=bootstrap)
-        for n in range(count):
-            producer.send(topic, str(n).encode())
-        producer.flush()
-        producer.close()
+    waiting: list[int] = []
 
-        async def main():
-            app = InlineDeliveryApp(
-                group, datadir=str(tmp_path), broker=f"kafka://{bootstrap}", store="memory://", web_enabled=False,
-                autodiscover=False, consumer_auto_offset_reset="earliest",
-                topic_replication_factor=1, key_serializer="raw", value_serializer="raw",
-            )
-            received: list[int] = []
-            waiting: list[int] = []
-            all_received = asyncio.Event()
+    async def note_waiting(stream):
+        waiting.append(stream.channel.queue.qsize())
 
-            async def agent(stream):
-                async for value in stream:
-                    received.append(int(value))
-                    waiting.append(stream.channel.queue.qsize())
-                    if len(received) >= count:
-                        all_received.set()
-
-            app.agent(app.topic(topic, value_serializer="raw"), name=f"{group}.agent")(agent)
-            await app.start()
-            try:
-                await asyncio.wait_for(all_received.wait(), 120)
-            finally:
-                await app.stop()
-            return received, waiting
-
-        try:
-            received, waiting = asyncio.run(main())
-        finally:
-            delete_group_and_topics(bootstrap, group)
+    count = 300
+    received, _ = _numbers_through_an_app(stack.kafka_bootstrap, unique, tmp_path, count, InlineDeliveryApp, note_waiting)
     assert received == list(range(count))
     assert max(waiting) <= 1, f"up to {max(waiting)} records waited in the stream's buffer"
