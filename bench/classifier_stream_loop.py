@@ -7,10 +7,11 @@ against the same work alone.
 Needs the local stack (``mailintake stack up``). The records are ``mail.raw`` values of
 ``pipeline_end_to_end``'s mails, written once to a topic of the run's own with
 ``mail.raw``'s partitions. Each measurement runs the service's own ``StreamProcessor``
-(kafka-python, the classifier's settings, its decoder and handler) on a fresh consumer
-group over those records, with the process's CPU (all threads: the loop, kafka-python's
-sender and network threads) counted from the 500th record to the last. What differs is
-the handler:
+(its Kafka clients, the classifier's settings, its decoder and handler) on a fresh
+consumer group over those records, with the process's CPU (all threads) counted from the
+500th record to the last. The processor ran on kafka-python (with a sender and a network
+thread) until 2026-12-02, on aiokafka since; BENCHMARKS.md has both. What differs is the
+handler:
 
 - *read*: the handler returns nothing: consuming, the ``mail.raw`` decode, the commits;
 - *read + write*: the handler returns the record's real ``mail.classified`` output, made
@@ -194,8 +195,8 @@ def main() -> None:
     print()
     print("| part | CPU us / record |")
     print("|---|---|")
-    print(f"| kafka-python reading, commits (read - alone: decode) | {us['read'] - us['alone: decode']:,.0f} |")
-    print(f"| kafka-python writing (read + write - read) | {us['read + write'] - us['read']:,.0f} |")
+    print(f"| Kafka client reading, commits (read - alone: decode) | {us['read'] - us['alone: decode']:,.0f} |")
+    print(f"| Kafka client writing (read + write - read) | {us['read + write'] - us['read']:,.0f} |")
     print(f"| classify in the loop (read + classify - read) | {us['read + classify'] - us['read']:,.0f} |")
     print(f"| classify alone | {us['alone: classify']:,.0f} |")
     print(f"| service against the sum of its parts (service - read - writing - classify in the loop) | "

@@ -1,4 +1,4 @@
-"""Sizes the project's Kafka producers share (kafka-python's and faust's)."""
+"""Sizes the project's Kafka producers share (the fetcher's on kafka-python, the classifier's on aiokafka, faust's)."""
 
 from __future__ import annotations
 

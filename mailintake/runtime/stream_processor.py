@@ -5,9 +5,9 @@ The order is the exactly-once argument (in the manner of Arroyo/Snuba):
 * each record of a batch is decoded and processed; a record that cannot be decoded or
   is :class:`InvalidMessage` becomes a :class:`DeadLetter` on ``mail.dlq`` with its
   source topic, partition, offset and the reason;
-* its outputs are produced at once, with ``acks=all`` by the idempotent producer (so
-  the next stage does not wait for the whole batch); after the batch the producer is
-  flushed and every send checked: a failed one raises, so nothing is committed;
+* its outputs go to Kafka while the batch goes on, with ``acks=all`` by the idempotent
+  producer (so the next stage does not wait for the whole batch); after the batch every
+  send is awaited: a refused one raises, so nothing is committed;
 * only then are the consumed offsets committed; a commit rides out a broker restart
   (``offset_commits.py``).
 
@@ -16,10 +16,19 @@ replays cause no duplicate effects. Any exception other than ``InvalidMessage`` 
 process, so the orchestrator restarts it, rather than dead-lettering what a bug broke.
 A :class:`DlqLimit` stops the service when too much is dead-lettered, so a bad deploy
 cannot send a whole topic to the DLQ.
+
+The clients are aiokafka's, in an event loop of the processor's own: its record parser
+and batch builder are compiled, where kafka-python's are Python and run beside a sender
+and a network thread. On the classifier's records, reading cost kafka-python 30 us a
+record and writing 50 us, against 13-17 us and 15 us here (BENCHMARKS.md, 2026-12-02
+(afternoon)). The handler runs in the loop, so the loop is handed back to the clients
+(heartbeats, fetches, sends) every :data:`HAND_OVER_SECONDS`; the outputs made until
+then go to Kafka at that moment, as record batches (``record_batches.py``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import threading
 import time
@@ -28,30 +37,34 @@ from datetime import UTC, datetime
 from typing import Callable, Generic, Iterable, Iterator, Protocol, Sequence, TypeVar
 
 import structlog
-from kafka import KafkaConsumer, KafkaProducer
-from kafka.consumer.fetcher import ConsumerRecord
-from kafka.structs import OffsetAndMetadata, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
+from aiokafka.structs import TopicPartition
 from prometheus_client import Counter, Histogram
 
 from mailintake.contracts import InvalidMessage
 from mailintake.contracts.records import DeadLetter, encode_record
 from mailintake.runtime.http_endpoint import Health
-from mailintake.runtime.key_partitioning import KeyPartitioner
+from mailintake.runtime.key_partitioning import aiokafka_key_partitioner
 from mailintake.runtime.offset_commits import CommitRetry
 from mailintake.runtime.producer_sizes import MAX_REQUEST_BYTES, PRODUCER_BATCH_BYTES
+from mailintake.runtime.record_batches import send_in_batches
 
 RecordT = TypeVar("RecordT")
 
 DLQ_TOPIC = "mail.dlq"
 
-# One try of a commit; kafka-python's own default (the consumer's request timeout, five
-# minutes) would leave CommitRetry nothing to bound.
-COMMIT_ATTEMPT_TIMEOUT_MS = 10_000
+HAND_OVER_SECONDS = 0.1
+"""Longest stretch the handler keeps the event loop: then the outputs made so far are sent
+and the clients run. It stands in for a producer's linger, and keeps heartbeats far
+inside the session timeout (10 s) even for a batch of large mails."""
 
 log = structlog.get_logger(__name__)
 
 RECORDS_IN = Counter("mailintake_records_consumed_total", "Records consumed", ["service", "topic"])
 RECORDS_OUT = Counter("mailintake_records_produced_total", "Records produced", ["service", "topic"])
+RECORD_BATCHES_OUT = Counter(
+    "mailintake_record_batches_produced_total", "Record batches handed to Kafka (each a request's share)", ["service"]
+)
 DEAD_LETTERED = Counter("mailintake_dead_lettered_total", "Records sent to the DLQ", ["service", "topic"])
 BATCH_SECONDS = Histogram("mailintake_batch_seconds", "Time to process, produce and commit one batch", ["service"])
 
@@ -105,8 +118,8 @@ class DlqLimit:
 
 
 class SourceMessage(Protocol):
-    """Where a consumed record came from and its bytes: kafka-python's ``ConsumerRecord``
-    and faust's ``Message`` both fit."""
+    """Where a consumed record came from and its bytes: aiokafka's ``ConsumerRecord`` and
+    faust's ``Message`` both fit."""
 
     topic: str
     partition: int
@@ -173,7 +186,7 @@ class StreamProcessor(Generic[RecordT]):
     """Runs ``decode`` and ``process`` over ``source_topic`` with the ordering above.
 
     ``process`` receives the typed record and the raw Kafka message and returns outputs.
-    It may have idempotent side effects (the ticketer's database transaction); it must
+    It may have idempotent side effects (a database write); it must
     raise :class:`InvalidMessage` for input it can never process. ``process_many``, given
     instead, takes many records at once (see :data:`ProcessMany`); its results are
     produced, dead-lettered and committed just as ``process``'s.
@@ -203,91 +216,123 @@ class StreamProcessor(Generic[RecordT]):
         self._health = health
         self._dlq_limit = dlq_limit or DlqLimit()
         self._commit_retry = CommitRetry(service)
-        servers = bootstrap_servers.split(",")
-        self._consumer = KafkaConsumer(
-            bootstrap_servers=servers,
-            group_id=group_id,
-            client_id=client_id or service,
+        self._servers = bootstrap_servers.split(",")
+        self._group_id = group_id
+        self._client_id = client_id or service
+        self._max_batch = max_batch
+        # Made in run(): aiokafka's clients belong to the event loop they start in.
+        self._consumer: AIOKafkaConsumer | None = None
+        self._producer: AIOKafkaProducer | None = None
+
+    def run(self, stop: threading.Event) -> None:
+        """Process batches until ``stop`` is set; then leave the group and return."""
+        asyncio.run(self._run(stop))
+
+    def _make_clients(self) -> tuple[AIOKafkaConsumer, AIOKafkaProducer]:
+        consumer = AIOKafkaConsumer(
+            self.source_topic,
+            bootstrap_servers=self._servers,
+            group_id=self._group_id,
+            client_id=self._client_id,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             # Transactions may be used by producers upstream; never read aborted data.
             isolation_level="read_committed",
-            max_poll_records=max_batch,
             session_timeout_ms=10_000,
             heartbeat_interval_ms=3_000,
         )
-        self._producer = KafkaProducer(
-            bootstrap_servers=servers,
-            client_id=client_id or service,
+        producer = AIOKafkaProducer(
+            bootstrap_servers=self._servers,
+            client_id=self._client_id,
             acks="all",
             enable_idempotence=True,
-            # Every new batch wakes kafka-python's sender thread and becomes a request of
-            # its own. With its defaults (16 KiB batches, 5 ms linger) a batch held two or
-            # three decisions of a few KiB, or whatever was made in the last 5 ms. Measured
-            # side by side, 5,000 records of 6 KB to 12 partitions with 400 us of work
-            # before each send: 117-131 us of CPU per record with the defaults, 62-67 us
-            # with 1 MiB batches, 44-52 us with 1 MiB batches and 100 ms (a classifier's
-            # parse is ~210 us a mail). flush() at the end of each batch sends what is
-            # waiting at once, so the linger adds no latency beyond the batch's own.
-            batch_size=PRODUCER_BATCH_BYTES,
-            linger_ms=100,
-            max_in_flight_requests_per_connection=5,
+            # The outputs go as whole batches (record_batches.py); a batch fills at this
+            # size and another starts. A record larger still goes alone, up to the request limit.
+            max_batch_size=PRODUCER_BATCH_BYTES,
             max_request_size=MAX_REQUEST_BYTES,
-            partitioner=KeyPartitioner(),
+            partitioner=aiokafka_key_partitioner,
         )
+        return consumer, producer
 
-    def run(self, stop: threading.Event) -> None:
-        """Process batches until ``stop`` is set; then commit, leave the group and return."""
-        self._consumer.subscribe([self.source_topic])
-        log.info("processor.started", topic=self.source_topic)
+    async def _run(self, stop: threading.Event) -> None:
+        self._consumer, self._producer = consumer, producer = self._make_clients()
+        await producer.start()
         try:
-            while not stop.is_set():
-                self._health.beat()
-                batch = self._consumer.poll(timeout_ms=500)
-                # poll() returning at all means the group coordinator answered.
-                self._health.set_ready(True)
-                if batch:
-                    self._handle_batch(batch)
+            await consumer.start()
+            log.info("processor.started", topic=self.source_topic)
+            try:
+                while not stop.is_set():
+                    self._health.beat()
+                    batch = await consumer.getmany(timeout_ms=500, max_records=self._max_batch)
+                    # getmany() returning at all means the clients reached the broker.
+                    self._health.set_ready(True)
+                    if batch:
+                        await self._handle_batch(batch)
+            finally:
+                # stop() leaves the consumer group, so partitions move at once; it commits nothing.
+                await consumer.stop()
         finally:
-            self._producer.close(timeout=10)
-            # close() leaves the consumer group, so partitions move at once.
-            self._consumer.close(autocommit=False)
+            await producer.stop()
             log.info("processor.stopped", topic=self.source_topic)
 
-    def _handle_batch(self, batch: dict[TopicPartition, list[ConsumerRecord]]) -> None:
-        started = time.monotonic()
-        outputs: list[Output] = []
-        futures = []
-        offsets: dict[TopicPartition, OffsetAndMetadata] = {}
+    async def _handle_batch(self, batch: dict[TopicPartition, list[ConsumerRecord]]) -> None:
+        started = handed_over = time.monotonic()
+        made: list[Output] = []
+        sends: list[asyncio.Future] = []
+        produced: collections.Counter[str] = collections.Counter()  # a labelled inc() costs ~1.3 us
+        offsets: dict[TopicPartition, int] = {}
         for tp, messages in batch.items():
-            # Each record's outputs go to the producer as soon as they exist, so the
-            # next stage sees the first mails of a long batch (within the producer's
-            # linger) while the rest are processed;
-            # the commit still waits for every acknowledgement below. A crash between
-            # the two replays the batch, as it would after a produce without commit.
+            # The outputs made so far go to Kafka at each hand-over, so the next stage
+            # sees the first mails of a long batch while the rest are processed; the
+            # commit still waits for every acknowledgement below. A crash between the
+            # two replays the batch, as it would after a produce without commit.
             for output in self._outputs(messages):
-                outputs.append(output)
-                futures.append(self._producer.send(output.topic, key=output.key, value=output.value, partition=output.partition))
-            offsets[tp] = OffsetAndMetadata(messages[-1].offset + 1, "", -1)
+                made.append(output)
+                if time.monotonic() - handed_over >= HAND_OVER_SECONDS:
+                    sends += await self._send(made, produced)
+                    made = []
+                    handed_over = time.monotonic()
+            offsets[tp] = messages[-1].offset + 1
             RECORDS_IN.labels(self.service, tp.topic).inc(len(messages))
-        self._producer.flush()
-        acknowledged: dict[str, int] = {}  # counted per topic: a labelled inc() costs ~1.3 us
-        try:
-            for future, output in zip(futures, outputs):
-                future.get(timeout=30)  # raises if Kafka did not acknowledge: nothing gets committed
-                acknowledged[output.topic] = acknowledged.get(output.topic, 0) + 1
-        finally:
-            for topic, count in acknowledged.items():
-                RECORDS_OUT.labels(self.service, topic).inc(count)
-        self._commit(offsets)
+        sends += await self._send(made, produced)
+        await asyncio.gather(*sends)  # raises if Kafka refused a batch: nothing gets committed
+        for topic, count in produced.items():
+            RECORDS_OUT.labels(self.service, topic).inc(count)
+        await self._commit(offsets)
         BATCH_SECONDS.labels(self.service).observe(time.monotonic() - started)
 
-    def _commit(self, offsets: dict[TopicPartition, OffsetAndMetadata]) -> None:
-        # A commit refused after a rebalance loses nothing: the batch's outputs are
-        # acknowledged. A new owner of the partitions reads the batch again from the last
-        # committed offset (a replay); if they stay here, kafka-python keeps their position
-        # and the next batch's commit covers this one.
-        self._commit_retry.run(lambda: self._consumer.commit(offsets, timeout_ms=COMMIT_ATTEMPT_TIMEOUT_MS))
+    async def _send(self, outputs: list[Output], produced: collections.Counter[str]) -> list[asyncio.Future]:
+        """Hand ``outputs`` to the producer as record batches; their futures."""
+        if not outputs:
+            return []
+        assert self._producer is not None
+        partitions: dict[str, list[int]] = {}
+        for topic in {output.topic for output in outputs}:
+            partitions[topic] = sorted(await self._producer.partitions_for(topic))
+
+        def partition_for_key(topic: str, key: bytes | None) -> int:
+            return aiokafka_key_partitioner(key, partitions[topic], partitions[topic])
+
+        sends = await send_in_batches(self._producer, outputs, partition_for_key)
+        produced.update(output.topic for output in outputs)
+        RECORD_BATCHES_OUT.labels(self.service).inc(len(sends))
+        # Handing over: the sender and the heartbeat run before the handler goes on.
+        await asyncio.sleep(0)
+        return sends
+
+    async def _commit(self, offsets: dict[TopicPartition, int]) -> None:
+        # A partition taken away by a rebalance while the batch ran loses nothing: the
+        # batch's outputs are acknowledged, and its new owner reads the batch again from
+        # the last committed offset (a replay). Only the partitions still held are committed.
+        assert self._consumer is not None
+        consumer = self._consumer
+        held = consumer.assignment()
+        kept = {tp: offset for tp, offset in offsets.items() if tp in held}
+        if len(kept) < len(offsets):
+            self._commit_retry.lost_to_rebalance(f"partitions {sorted(str(tp) for tp in offsets.keys() - kept.keys())} "
+                                                 "were assigned elsewhere while the batch ran")
+        if kept:
+            await self._commit_retry.run(lambda: consumer.commit(kept))
 
     def _outputs(self, messages: list[ConsumerRecord]) -> Iterator[Output]:
         """Every output of ``messages``, each as soon as it exists, dead letters included."""

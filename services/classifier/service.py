@@ -6,7 +6,7 @@ import threading
 from collections.abc import Callable, Iterable, Iterator
 from typing import cast
 
-from kafka.consumer.fetcher import ConsumerRecord
+from aiokafka import ConsumerRecord
 
 from mailintake.claim_check import ClaimCheckStore
 from mailintake.contracts import InvalidMessage

@@ -77,6 +77,7 @@ from mailintake.database import engine_for
 from mailintake.runtime.http_endpoint import Health
 from mailintake.runtime.key_partitioning import aiokafka_key_partitioner
 from mailintake.runtime.producer_sizes import MAX_REQUEST_BYTES
+from mailintake.runtime.record_batches import send_in_batches
 from mailintake.runtime.stream_processor import (
     BATCH_SECONDS,
     RECORDS_IN,
@@ -88,7 +89,6 @@ from mailintake.runtime.stream_processor import (
 from services.ticketer.bundle_join import TABLE_NAME, BundleJoin, BundleTable, PollCycleWindow, bundle_partition
 from services.ticketer.faust_delivery import InlineDeliveryApp
 from services.ticketer.partition_progress import HoleRefetch, plan_partition
-from services.ticketer.record_batches import send_in_batches
 from services.ticketer.settings import TicketerSettings
 from services.ticketer.store import BatchItem, HandledMail, TicketStore
 

@@ -24,8 +24,8 @@ from services.classifier.settings import ClassifierSettings
 from tests.classifier.conftest import raw_record
 from tests.running_processor import ProcessorThread
 from tests.stack_faults import stop
-from tests.topic_reading import read_topic
 from tests.ticketer.running_ticketer import committed_offsets, end_offsets, place_group_at_end
+from tests.topic_reading import read_topic
 
 pytestmark = [pytest.mark.stack, pytest.mark.stack_restart]
 
@@ -69,12 +69,12 @@ def test_a_commit_during_a_kafka_restart_waits_for_the_broker(stack, unique):
     real_commit = processor._commit
     restarted = threading.Event()
 
-    def commit_while_kafka_restarts(offsets):
+    async def commit_while_kafka_restarts(offsets):
         if not restarted.is_set():
             restarted.set()
             stop("kafka")
             threading.Timer(KAFKA_AWAY_SECONDS, Stack().up).start()
-        real_commit(offsets)
+        await real_commit(offsets)
 
     processor._commit = commit_while_kafka_restarts
     worker = ProcessorThread(processor)

@@ -13,9 +13,9 @@ from __future__ import annotations
 import datetime as dt
 import struct
 
+from aiokafka import ConsumerRecord
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from kafka.consumer.fetcher import ConsumerRecord
 
 from mailintake.contracts import InvalidMessage
 from mailintake.contracts.records import MailRaw, SenderIdentity, TicketOptions, decode_record, encode_record
@@ -38,8 +38,7 @@ def _no_claim_check(check):  # noqa: ANN001, ANN202
 def _message(value: bytes, offset: int = 42) -> ConsumerRecord:
     return ConsumerRecord(
         topic="mail.raw", partition=3, offset=offset, timestamp=0, timestamp_type=0, key=b"support",
-        value=value, headers=[], checksum=None, serialized_key_size=7, serialized_value_size=len(value), leader_epoch=0,
-        serialized_header_size=0,
+        value=value, headers=[], checksum=None, serialized_key_size=7, serialized_value_size=len(value),
     )
 
 

@@ -1,13 +1,15 @@
-"""The retry policy of offset commits, on the error classes both Kafka clients raise.
+"""The retry policy of offset commits, on the errors aiokafka raises.
 
-The commits here are plain functions that fail a given number of times; that the policy
+The commits here are plain coroutines that fail a given number of times; that the policy
 rides out a real broker restart is shown in the classifier's and ticketer's
 ``test_commit_through_kafka_restart.py``.
 """
 
 from __future__ import annotations
 
-import kafka.errors
+import asyncio
+
+import aiokafka.errors
 import pytest
 
 from mailintake.runtime.offset_commits import CommitRetry, is_retriable
@@ -16,29 +18,37 @@ QUICK = dict(first_pause_seconds=0.01, longest_pause_seconds=0.02)
 
 
 class FailingCommit:
-    """A commit that raises ``errors`` in turn, then succeeds."""
+    """A commit that raises ``errors`` in turn, then succeeds; ``hang`` makes every try
+    wait that long first, as aiokafka's commit does while it retries inside itself."""
 
-    def __init__(self, *errors: BaseException) -> None:
+    def __init__(self, *errors: BaseException, hang: float = 0.0) -> None:
         self.errors = list(errors)
+        self.hang = hang
         self.calls = 0
 
-    def __call__(self) -> None:
+    async def __call__(self) -> None:
         self.calls += 1
+        if self.hang:
+            await asyncio.sleep(self.hang)
         if self.errors:
             raise self.errors.pop(0)
+
+
+def run(policy: CommitRetry, commit: FailingCommit) -> bool:
+    return asyncio.run(policy.run(commit))
 
 
 @pytest.mark.parametrize(
     "error, retriable",
     [
-        (kafka.errors.KafkaConnectionError("111 ECONNREFUSED"), True),
-        (kafka.errors.KafkaTimeoutError(), True),
-        (kafka.errors.CoordinatorNotAvailableError(), True),
-        (kafka.errors.NotCoordinatorError(), True),
-        (kafka.errors.CoordinatorLoadInProgressError(), True),
-        (kafka.errors.CommitFailedError(), False),
-        (kafka.errors.TopicAuthorizationFailedError(), False),
-        (kafka.errors.IllegalStateError(), False),
+        (aiokafka.errors.KafkaConnectionError("111 ECONNREFUSED"), True),
+        (aiokafka.errors.RequestTimedOutError(), True),
+        (aiokafka.errors.CoordinatorNotAvailableError(), True),
+        (aiokafka.errors.NotCoordinatorError(), True),
+        (aiokafka.errors.CoordinatorLoadInProgressError(), True),
+        (aiokafka.errors.CommitFailedError(), False),
+        (aiokafka.errors.TopicAuthorizationFailedError(), False),
+        (aiokafka.errors.IllegalStateError(), False),
         (ConnectionRefusedError(), False),
         (ValueError("a bug"), False),
     ],
@@ -48,26 +58,41 @@ def test_retriable_is_what_kafka_marks_retriable(error, retriable):
 
 
 def test_retriable_errors_are_retried_until_the_commit_succeeds():
-    commit = FailingCommit(kafka.errors.KafkaConnectionError("111 ECONNREFUSED"), kafka.errors.NotCoordinatorError())
-    assert CommitRetry("test", **QUICK).run(commit) is True
+    commit = FailingCommit(aiokafka.errors.KafkaConnectionError("111 ECONNREFUSED"), aiokafka.errors.NotCoordinatorError())
+    assert run(CommitRetry("test", **QUICK), commit) is True
     assert commit.calls == 3
 
 
 def test_a_non_retriable_error_raises_at_once():
-    commit = FailingCommit(kafka.errors.TopicAuthorizationFailedError())
-    with pytest.raises(kafka.errors.TopicAuthorizationFailedError):
-        CommitRetry("test", **QUICK).run(commit)
+    commit = FailingCommit(aiokafka.errors.TopicAuthorizationFailedError())
+    with pytest.raises(aiokafka.errors.TopicAuthorizationFailedError):
+        run(CommitRetry("test", **QUICK), commit)
     assert commit.calls == 1
 
 
 def test_retries_end_after_the_time_allowed_with_the_last_error():
-    commit = FailingCommit(*[kafka.errors.KafkaConnectionError(str(n)) for n in range(10_000)])
-    with pytest.raises(kafka.errors.KafkaConnectionError):
-        CommitRetry("test", give_up_after_seconds=0.3, **QUICK).run(commit)
+    commit = FailingCommit(*[aiokafka.errors.KafkaConnectionError(str(n)) for n in range(10_000)])
+    with pytest.raises(aiokafka.errors.KafkaConnectionError):
+        run(CommitRetry("test", give_up_after_seconds=0.3, **QUICK), commit)
     assert 3 < commit.calls < 10_000
 
 
+def test_a_try_that_hangs_past_the_time_allowed_is_ended():
+    commit = FailingCommit(hang=5.0)
+    with pytest.raises(TimeoutError):
+        run(CommitRetry("test", give_up_after_seconds=0.2, **QUICK), commit)
+    assert commit.calls == 1
+
+
+def test_the_time_allowed_bounds_the_retries_and_tries_together():
+    # Each try hangs 0.15 s then fails retriably: a limit per try alone would never end it.
+    commit = FailingCommit(*[aiokafka.errors.NotCoordinatorError() for _ in range(100)], hang=0.15)
+    with pytest.raises((TimeoutError, aiokafka.errors.NotCoordinatorError)):
+        run(CommitRetry("test", give_up_after_seconds=0.5, **QUICK), commit)
+    assert commit.calls <= 4
+
+
 def test_a_commit_refused_after_a_rebalance_is_reported_not_raised():
-    commit = FailingCommit(kafka.errors.CommitFailedError())
-    assert CommitRetry("test", **QUICK).run(commit) is False
+    commit = FailingCommit(aiokafka.errors.CommitFailedError())
+    assert run(CommitRetry("test", **QUICK), commit) is False
     assert commit.calls == 1

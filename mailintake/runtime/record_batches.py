@@ -1,11 +1,12 @@
-"""The ticketer's outputs handed to Kafka as whole record batches, one per partition.
+"""A service's outputs handed to Kafka as whole record batches, one per partition.
 
 faust's ``Producer.send`` and aiokafka's ``send`` below it take one record at a time:
 each call waits for the topic's metadata, picks a partition, finds or opens the
 partition's batch and makes a future, about 10 us of CPU a record here (and faust adds
-its own). A ticketer batch of a few hundred mails has two or three outputs a mail. aiokafka's
-``create_batch``/``send_batch`` builds a batch directly (its record builder is compiled)
-and makes one future per batch, about 3 us a record (BENCHMARKS.md, 2026-12-02).
+its own). A ticketer batch of a few hundred mails has two or three outputs a mail, a
+classifier batch one. aiokafka's ``create_batch``/``send_batch`` builds a batch directly
+(its record builder is compiled) and makes one future per batch, about 3 us a record
+(BENCHMARKS.md, 2026-12-02).
 
 What Kafka receives is the same as from ``send``: every record on the partition it names,
 or else the one the producer's partitioner picks for its key, and within a partition in
@@ -17,11 +18,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.producer.message_accumulator import BatchBuilder
 
-from mailintake.runtime.stream_processor import Output
+if TYPE_CHECKING:  # the stream processor hands its outputs here; a runtime import would be circular
+    from mailintake.runtime.stream_processor import Output
 
 
 async def send_in_batches(

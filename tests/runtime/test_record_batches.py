@@ -1,4 +1,4 @@
-"""The ticketer's outputs sent as record batches land where and in the order ``send`` puts them."""
+"""Outputs sent as record batches land where and in the order ``send`` puts them."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from aiokafka import AIOKafkaProducer
 from kafka import KafkaConsumer, TopicPartition
 
 from mailintake.runtime.key_partitioning import key_partition
+from mailintake.runtime.record_batches import send_in_batches
 from mailintake.runtime.stream_processor import Output
-from services.ticketer.record_batches import send_in_batches
 from tests.kafka_topics import topics_for_one_test
 
 pytestmark = pytest.mark.stack
