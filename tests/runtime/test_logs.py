@@ -5,7 +5,7 @@ import pytest
 import structlog
 from pydantic import SecretStr
 
-from mailintake.runtime.logs import REDACTED, configure_logging
+from mailintake.runtime.logs import REDACTED, RepeatedLibraryRecords, configure_logging
 
 pytestmark = pytest.mark.usefixtures("restored_logging")
 
@@ -49,3 +49,49 @@ def test_cli_logging_keeps_stdout_for_the_commands_output_and_lets_a_service_rec
     assert result.stdout == "the output\n"
     lines = [json.loads(line) for line in result.stderr.splitlines()]
     assert [line["event"] for line in lines] == ["careful", "service info"]
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def records_let_through(records_filter: logging.Filter, records: list[logging.LogRecord]) -> list[str]:
+    return [record.getMessage() for record in records if records_filter.filter(record)]
+
+
+def library_record(name: str, template: str, *args: object) -> logging.LogRecord:
+    return logging.LogRecord(name, logging.ERROR, __file__, 1, template, args, None)
+
+
+def test_a_library_record_repeated_in_a_storm_is_let_through_once_per_window_with_a_count():
+    clock = Clock()
+    storm = RepeatedLibraryRecords(window_seconds=10.0, clock=clock)
+    unable = [library_record("aiokafka", "Unable to update metadata from %s", [1]) for _ in range(1000)]
+    assert records_let_through(storm, unable) == ["Unable to update metadata from [1]"]
+    clock.now += 10.0
+    assert records_let_through(storm, unable[:3]) == ["Unable to update metadata from [1] [999 more like it in the 10 s before]"]
+
+
+def test_other_templates_loggers_and_our_own_records_are_not_held_back():
+    storm = RepeatedLibraryRecords(window_seconds=10.0, clock=Clock())
+    records = [
+        library_record("aiokafka", "Unable to update metadata from %s", [1]),
+        library_record("aiokafka", "Unable connect to node with id %s: %s", 1, "refused"),
+        library_record("aiokafka.consumer.fetcher", "Unable to update metadata from %s", [1]),
+        *[library_record("mailintake.runtime.stream_processor", "processor.stopped") for _ in range(3)],
+        *[library_record("services.ticketer.service", "Unable to update metadata from %s", [1]) for _ in range(2)],
+    ]
+    assert len(records_let_through(storm, records)) == len(records)
+
+
+def test_a_service_logs_a_library_storm_as_one_line(capsys):
+    configure_logging("test")
+    for _ in range(500):
+        logging.getLogger("aiokafka").error("Unable connect to node with id %s: %s", 1, "[Errno 111] Connect call failed")
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1, lines[:3]
+    assert json.loads(lines[0])["event"] == "Unable connect to node with id 1: [Errno 111] Connect call failed"
