@@ -54,9 +54,10 @@ RecordT = TypeVar("RecordT")
 DLQ_TOPIC = "mail.dlq"
 
 HAND_OVER_SECONDS = 0.1
-"""Longest stretch the handler keeps the event loop: then the outputs made so far are sent
-and the clients run. It stands in for a producer's linger, and keeps heartbeats far
-inside the session timeout (10 s) even for a batch of large mails."""
+"""How long the handler keeps the event loop before the outputs made so far are sent and
+the clients run (looked at as each output is made; the classifier makes one a record,
+a decision or a dead letter). It stands in for a producer's linger, and keeps heartbeats
+far inside the session timeout (10 s) even for a batch of large mails."""
 
 log = structlog.get_logger(__name__)
 
