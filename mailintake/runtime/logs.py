@@ -76,7 +76,13 @@ class RepeatedLibraryRecords(logging.Filter):
     once on a refused connection, and the fetcher and the sender ask for the next at
     once): in a fault drill's 33 s Kafka restart one classifier logged 24,512 errors and
     one ticketer 28,721, thousands a second. The first of each kind still shows at once.
+
+    Some libraries log formatted text rather than a template, so kinds can be endless;
+    past :attr:`MAX_KINDS` the kinds not seen within the window are forgotten (with their
+    counts), and if all were, every kind is.
     """
+
+    MAX_KINDS = 1024
 
     def __init__(self, window_seconds: float = 10.0, clock: Callable[[], float] = time.monotonic) -> None:
         super().__init__()
@@ -96,11 +102,21 @@ class RepeatedLibraryRecords(logging.Filter):
             if last is not None and now - last < self.window_seconds:
                 self._held[kind] += 1
                 return False
+            if last is None and len(self._let_through_at) >= self.MAX_KINDS:
+                self._forget_before(now - self.window_seconds)
             self._let_through_at[kind] = now
             held = self._held.pop(kind, 0)
         if held:
             record.msg = f"{record.msg} [{held} more like it in the {now - last:.0f} s before]"  # type: ignore[operator]
         return True
+
+    def _forget_before(self, moment: float) -> None:
+        stale = [kind for kind, at in self._let_through_at.items() if at < moment]
+        if not stale:
+            stale = list(self._let_through_at)
+        for kind in stale:
+            del self._let_through_at[kind]
+            self._held.pop(kind, None)
 
 
 def configure_logging(service: str, level: str = "INFO", *, cache: bool = True, stream: TextIO | None = None) -> None:

@@ -95,3 +95,16 @@ def test_a_service_logs_a_library_storm_as_one_line(capsys):
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1, lines[:3]
     assert json.loads(lines[0])["event"] == "Unable connect to node with id 1: [Errno 111] Connect call failed"
+
+
+def test_kinds_are_forgotten_past_the_bound_so_formatted_messages_cannot_grow_it():
+    clock = Clock()
+    storm = RepeatedLibraryRecords(window_seconds=10.0, clock=clock)
+    bound = RepeatedLibraryRecords.MAX_KINDS
+    for n in range(5 * bound):  # every message its own text, as a library that formats before logging
+        clock.now += 0.01
+        assert storm.filter(library_record("faust", f"offset {n} committed"))
+    assert len(storm._let_through_at) <= bound
+    # A kind seen within the window is still held back after the forgetting.
+    repeated = library_record("faust", f"offset {5 * bound - 1} committed")
+    assert records_let_through(storm, [repeated]) == []
