@@ -8,6 +8,7 @@ rides out a real broker restart is shown in the classifier's and ticketer's
 from __future__ import annotations
 
 import asyncio
+import time
 
 import aiokafka.errors
 import pytest
@@ -84,12 +85,30 @@ def test_a_try_that_hangs_past_the_time_allowed_is_ended():
     assert commit.calls == 1
 
 
-def test_the_time_allowed_bounds_the_retries_and_tries_together():
-    # Each try hangs 0.15 s then fails retriably: a limit per try alone would never end it.
-    commit = FailingCommit(*[aiokafka.errors.NotCoordinatorError() for _ in range(100)], hang=0.15)
-    with pytest.raises((TimeoutError, aiokafka.errors.NotCoordinatorError)):
-        run(CommitRetry("test", give_up_after_seconds=0.5, **QUICK), commit)
-    assert commit.calls <= 4
+class SlowThenHangingCommit:
+    """A first try that fails retriably after ``first_seconds``; every later try hangs."""
+
+    def __init__(self, first_seconds: float) -> None:
+        self.first_seconds = first_seconds
+        self.calls = 0
+
+    async def __call__(self) -> None:
+        self.calls += 1
+        if self.calls == 1:
+            await asyncio.sleep(self.first_seconds)
+            raise aiokafka.errors.NotCoordinatorError()
+        await asyncio.sleep(60)
+
+
+def test_the_time_allowed_bounds_the_tries_together_not_each_alone():
+    # 0.6 s go to the first try; the hanging second try gets what is left of the 1.0 s
+    # (ending at ~1.0 s), where a limit of the whole 1.0 s per try would end it at ~1.6 s.
+    commit = SlowThenHangingCommit(first_seconds=0.6)
+    started = time.monotonic()
+    with pytest.raises(TimeoutError):
+        run(CommitRetry("test", give_up_after_seconds=1.0, **QUICK), commit)
+    assert commit.calls == 2
+    assert time.monotonic() - started < 1.4
 
 
 def test_a_commit_refused_after_a_rebalance_is_reported_not_raised():
