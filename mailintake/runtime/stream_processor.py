@@ -21,9 +21,10 @@ The clients are aiokafka's, in an event loop of the processor's own: its record 
 and batch builder are compiled, where kafka-python's are Python and run beside a sender
 and a network thread. On the classifier's records, reading cost kafka-python 34 us a
 record and writing 40 us, against 3-14 us and 13-16 us here, and the classifier's loop
-a quarter less in all (BENCHMARKS.md, 2026-12-02 (afternoon)). The handler runs in the loop, so the loop is handed back to the clients
-(heartbeats, fetches, sends) every :data:`HAND_OVER_SECONDS`; the outputs made until
-then go to Kafka at that moment, as record batches (``record_batches.py``).
+a quarter less in all (BENCHMARKS.md, 2026-12-02 (afternoon)). The handler runs in the
+loop, so the loop is handed back to the clients (heartbeats, fetches, sends) every
+:data:`HAND_OVER_SECONDS`; the outputs made until then go to Kafka at that moment, as
+record batches (``record_batches.py``).
 """
 
 from __future__ import annotations
