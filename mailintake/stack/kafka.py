@@ -137,6 +137,11 @@ class Kafka(Component):
             str(self.java), f"-Xmx{heap}", f"-Xms{heap}",
             # A broker out of heap is useless; let `up` see it die instead.
             "-XX:+ExitOnOutOfMemoryError", "-Djava.awt.headless=true",
+            # The client JIT only. This broker lives for a test session or a bench run, on
+            # the cores the services use: there the C2 compiler took as much CPU as the
+            # requests it was compiling for, and C1's code served them no slower
+            # (BENCHMARKS.md, "the local broker's JIT").
+            "-XX:TieredStopAtLevel=1",
             # Plain IPv4 sockets: the listeners are 127.0.0.1 only anyway.
             "-Djava.net.preferIPv4Stack=true",
             f"-Dlog4j2.configurationFile={self.layout.kafka_log4j_config}",
