@@ -16,8 +16,6 @@ import struct
 from collections.abc import Sequence
 from typing import Any
 
-from kafka.partitioner import Partitioner
-
 _SEED = 0x9747B28C
 _M = 0x5BD1E995
 _MASK = 0xFFFFFFFF
@@ -48,22 +46,6 @@ def murmur2(data: bytes, _unpack: Any = struct.unpack_from, _m: int = _M, _mask:
 def key_partition(key: bytes, partitions: int) -> int:
     """The partition (of ``partitions``) Kafka's default partitioner gives records keyed ``key``."""
     return (murmur2(key) & 0x7FFFFFFF) % partitions
-
-
-class KeyPartitioner(Partitioner):
-    """kafka-python's ``DefaultPartitioner`` with :func:`murmur2`: keyed records by hash,
-    records without a key on a random available partition."""
-
-    def partition(self, topic: str, key: Any, serialized_key: bytes | None, value: Any,
-                  serialized_value: bytes | None, cluster: Any) -> int:
-        partitions = cluster.partitions_for_topic(topic)
-        if partitions is None:
-            raise ValueError(f"Topic {topic} not found in ClusterMetadata")
-        all_partitions = sorted(partitions)
-        if serialized_key is not None:
-            return all_partitions[key_partition(serialized_key, len(all_partitions))]
-        available = list(cluster.available_partitions_for_topic(topic))
-        return random.choice(available or all_partitions)
 
 
 def aiokafka_key_partitioner(key: bytes | None, all_partitions: Sequence[int], available: Sequence[int]) -> int:

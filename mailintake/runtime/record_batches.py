@@ -17,14 +17,29 @@ large for an empty batch still goes alone, as ``send`` sends it.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.producer.message_accumulator import BatchBuilder
 
+from mailintake.runtime.key_partitioning import aiokafka_key_partitioner
+
 if TYPE_CHECKING:  # the stream processor hands its outputs here; a runtime import would be circular
     from mailintake.runtime.stream_processor import Output
+
+
+async def key_partitions(producer: AIOKafkaProducer, topics: Iterable[str]) -> Callable[[str, bytes | None], int]:
+    """The partition of a key in each of ``topics``, as the producer's partitioner picks it.
+
+    Waits for the topics' metadata, as ``send`` would.
+    """
+    partitions = {topic: sorted(await producer.partitions_for(topic)) for topic in set(topics)}
+
+    def partition_for_key(topic: str, key: bytes | None) -> int:
+        return aiokafka_key_partitioner(key, partitions[topic], partitions[topic])
+
+    return partition_for_key
 
 
 async def send_in_batches(

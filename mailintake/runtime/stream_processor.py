@@ -48,7 +48,7 @@ from mailintake.runtime.http_endpoint import Health
 from mailintake.runtime.key_partitioning import aiokafka_key_partitioner
 from mailintake.runtime.offset_commits import CommitRetry
 from mailintake.runtime.producer_sizes import MAX_REQUEST_BYTES, PRODUCER_BATCH_BYTES
-from mailintake.runtime.record_batches import send_in_batches
+from mailintake.runtime.record_batches import key_partitions, send_in_batches
 
 RecordT = TypeVar("RecordT")
 
@@ -308,13 +308,7 @@ class StreamProcessor(Generic[RecordT]):
         if not outputs:
             return []
         assert self._producer is not None
-        partitions: dict[str, list[int]] = {}
-        for topic in {output.topic for output in outputs}:
-            partitions[topic] = sorted(await self._producer.partitions_for(topic))
-
-        def partition_for_key(topic: str, key: bytes | None) -> int:
-            return aiokafka_key_partitioner(key, partitions[topic], partitions[topic])
-
+        partition_for_key = await key_partitions(self._producer, (output.topic for output in outputs))
         sends = await send_in_batches(self._producer, outputs, partition_for_key)
         produced.update(output.topic for output in outputs)
         RECORD_BATCHES_OUT.labels(self.service).inc(len(sends))

@@ -5,7 +5,8 @@ Per chunk of mails the order is fixed, and it is the no-loss argument:
 1. fetch the bytes (IMAP BODY.PEEK, POP3 RETR, EWS GetItem, Graph ``$value``: nothing
    changes on the server);
 2. store oversized mails in the claim-check store;
-3. produce to ``mail.raw`` (acks=all, idempotent producer) and wait for every ack;
+3. produce to ``mail.raw`` (acks=all, idempotent producer; ``mail_raw_producer.py``) and
+   wait for every ack;
 4. apply the after-fetch action (flag, move, delete) to exactly the acknowledged mails;
 5. advance the durable mark (IMAP UIDVALIDITY + UID, POP3 UIDLs, EWS item ids, Graph
    message ids and, after a delta round's last chunk, its deltaLink).
@@ -35,22 +36,19 @@ from datetime import UTC, datetime
 from typing import Any
 
 import structlog
-from kafka import KafkaProducer
-from kafka.producer.future import FutureRecordMetadata
 from prometheus_client import Counter, Gauge
 
 from mailintake.claim_check import ClaimCheckStore
 from mailintake.contracts.records import record_encoder
 from mailintake.database import engine_for
 from mailintake.runtime.http_endpoint import Health
-from mailintake.runtime.key_partitioning import KeyPartitioner
-from mailintake.runtime.producer_sizes import PRODUCER_BATCH_BYTES
 from services.fetcher.account import OAUTH2_METHODS, Account, AccountProtocol
 from services.fetcher.account_store import AccountStore
 from services.fetcher.core import chunked, chunks_by_size, mail_record
 from services.fetcher.cursor_store import CursorStore
 from services.fetcher.graph_mailbox import AccountTokens, BearerTokens, GraphMailbox
 from services.fetcher.imap_mailbox import ImapMailbox
+from services.fetcher.mail_raw_producer import MailRawProducer
 from services.fetcher.mail_source import MailServerError, MailSource, StepFailed
 from services.fetcher.mailbox_ownership import MailboxOwnership
 from services.fetcher.oauth_tokens import RotatedRefreshToken, TokenBroker, TokenRefused
@@ -105,8 +103,10 @@ class _Sent:
     """A chunk handed to the producer, not yet known to be acknowledged."""
 
     chunk: list[str]
-    mails: list[tuple[str, int, str | None, FutureRecordMetadata]] = field(default_factory=list)
-    """(source id, size, Message-ID, the send's future) per fetched mail."""
+    mails: list[tuple[str, int, str | None]] = field(default_factory=list)
+    """(source id, size, Message-ID) per fetched mail."""
+    acknowledged: Future[int] | None = None
+    """Done when Kafka acknowledged all of ``mails``; None when there were none."""
 
 
 class Fetcher:
@@ -121,7 +121,7 @@ class Fetcher:
         settings: FetcherSettings,
         accounts: list[Account],
         *,
-        producer: KafkaProducer | None = None,
+        producer: MailRawProducer | None = None,
         source_address: str | None = None,
         refresh_accounts: Callable[[], list[Account]] | None = None,
         ownership: MailboxOwnership | None = None,
@@ -153,24 +153,10 @@ class Fetcher:
         self._status = AccountStatusStore(engine)
         self._claim_checks = ClaimCheckStore(engine)
         self._owns_producer = producer is None
-        self._producer = producer or KafkaProducer(
-            bootstrap_servers=settings.kafka_bootstrap_servers.split(","),
-            client_id="fetcher",
-            acks="all",
-            enable_idempotence=True,
-            # Each new batch wakes the sender thread, and every wakeup costs the poll thread
-            # a GIL hand-over (milliseconds on a loaded machine). Batches of many mails and
-            # a long linger keep wakeups rare, and many polls' few mails share requests;
-            # the linger adds no latency, because the ack check starts with flush(), which
-            # sends whatever is waiting at once (0, 20 and 100 ms measured alike on one
-            # mailbox of 10,000 mails, where full batches go out while the next chunk is fetched).
-            batch_size=PRODUCER_BATCH_BYTES,
-            linger_ms=100,
+        self._producer = producer or MailRawProducer(
+            settings.kafka_bootstrap_servers,
             # Room for a mail at the inline limit plus its envelope.
-            max_request_size=settings.inline_limit_bytes + 256 * 1024,
-            partitioner=KeyPartitioner(),
-            # send() blocks while metadata is missing; bound that like every other wait.
-            max_block_ms=int(settings.timeout_seconds * 1000),
+            max_request_bytes=settings.inline_limit_bytes + 256 * 1024,
         )
 
     # --- one poll -------------------------------------------------------------------
@@ -314,23 +300,33 @@ class Fetcher:
         key = account.id.encode()
         with _step("produce"):
             encode = record_encoder(TOPIC)
+            values = []
             for source_id, raw in mails.items():
                 claim = self._claim_checks.put(raw) if len(raw) > self._settings.inline_limit_bytes else None
                 record = mail_record(account, source_id=source_id, raw=raw, poll_cycle=cycle, fetched_at=now, claim_check=claim)
-                future = self._producer.send(TOPIC, key=key, value=encode(record))
-                sent.mails.append((source_id, len(raw), record.message_id, future))
+                values.append(encode(record))
+                sent.mails.append((source_id, len(raw), record.message_id))
+            if values:
+                sent.acknowledged = self._producer.send(TOPIC, key, values)
         return sent
 
     def _acknowledged(self, account: Account, sent: _Sent, progress: _Progress) -> list[str]:
         """The source ids of ``sent`` once Kafka acknowledged them all (or raise), within the timeout."""
-        deadline = time.monotonic() + self._settings.timeout_seconds
-        with _step("produce"):
-            # Sends a lingering tail at once; full batches went while the next chunk was fetched.
-            self._producer.flush(timeout=self._settings.timeout_seconds)
-            for source_id, size, message_id, future in sent.mails:
-                future.get(timeout=max(0.0, deadline - time.monotonic()))
+        if sent.acknowledged is not None:
+            with _step("produce"):
+                try:
+                    sent.acknowledged.result(timeout=self._settings.timeout_seconds)
+                except TimeoutError:
+                    # Records still in the producer may reach Kafka later; the mails stay
+                    # unmarked, so the next poll produces them again and the ticketer's ledger
+                    # knows the repeats.
+                    sent.acknowledged.cancel()
+                    raise TimeoutError(
+                        f"Kafka did not acknowledge {len(sent.mails)} mails within {self._settings.timeout_seconds:g} s"
+                    ) from None
+            for source_id, size, message_id in sent.mails:
                 log.debug("mail.produced", source_id=source_id, message_id=message_id, size=size)
-        size = sum(size for _, size, _, _ in sent.mails)
+        size = sum(size for _, size, _ in sent.mails)
         progress.mails += len(sent.mails)
         MAILS.labels(account.id).inc(len(sent.mails))
         BYTES.labels(account.id).inc(size)

@@ -58,7 +58,7 @@ TABLE_NAME = "open-bundles"
 @functools.lru_cache(maxsize=65536)
 def bundle_partition(bundle_key: str, partitions: int) -> int:
     """The ``mail.classified`` partition of records keyed ``bundle_key``: Kafka's default
-    murmur2 partitioning, which the classifier's producer uses (``KeyPartitioner``) and
+    murmur2 partitioning, which the classifier's producer uses (``aiokafka_key_partitioner``) and
     any other Kafka client would too."""
     return key_partition(bundle_key.encode("utf-8"), partitions)
 

@@ -77,7 +77,7 @@ from mailintake.database import engine_for
 from mailintake.runtime.http_endpoint import Health
 from mailintake.runtime.key_partitioning import aiokafka_key_partitioner
 from mailintake.runtime.producer_sizes import MAX_REQUEST_BYTES
-from mailintake.runtime.record_batches import send_in_batches
+from mailintake.runtime.record_batches import key_partitions, send_in_batches
 from mailintake.runtime.stream_processor import (
     BATCH_SECONDS,
     RECORDS_IN,
@@ -334,12 +334,10 @@ class TicketerWorker:
 
     async def _send(self, outputs: list[Output]) -> list[asyncio.Future]:
         """Hand ``outputs`` to faust's producer in record batches (``record_batches.py``);
-        partitions are chosen by faust's partitioner, as its ``send`` would."""
+        partitions are chosen as faust's partitioner (``aiokafka_key_partitioner``) would."""
         producer = self.app.producer._ensure_producer()  # the AIOKafkaProducer under faust's
-        for topic in {output.topic for output in outputs}:
-            await producer.partitions_for(topic)  # metadata for key_partition; cached after the first
-        key_partition = self.app.producer.key_partition
-        return await send_in_batches(producer, outputs, lambda topic, key: key_partition(topic, key).partition)
+        partition_for_key = await key_partitions(producer, (output.topic for output in outputs))
+        return await send_in_batches(producer, outputs, partition_for_key)
 
     async def _commit_offsets(self, offsets: dict[Any, int]) -> bool:
         """Commit ``offsets``; False when a rebalance came first (the new owner replays them)."""

@@ -16,13 +16,14 @@ from contextlib import contextmanager
 
 import pytest
 from imapclient import IMAPClient
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import KafkaConsumer, TopicPartition
 
 from mailintake.contracts.records import MailRaw, decode_record
 from mailintake.stack import Stack
 from mailintake.stack.layout import StackLayout
 from mailintake.stack.tls import ensure_certificates
 from services.fetcher.account import Account
+from services.fetcher.mail_raw_producer import MailRawProducer
 from services.fetcher.service import Fetcher
 from services.fetcher.settings import FetcherSettings
 
@@ -103,9 +104,7 @@ def imap_folder(imap_user, imap_client, unique):
 @pytest.fixture(scope="session")
 def kafka_producer(stack):
     """One idempotent acks=all producer for the session's fetchers (each would cost a connect)."""
-    producer = KafkaProducer(
-        bootstrap_servers=stack.kafka_bootstrap, acks="all", enable_idempotence=True, linger_ms=1, max_block_ms=10_000
-    )
+    producer = MailRawProducer(stack.kafka_bootstrap, client_id="fetcher-tests", max_request_bytes=2 * 1024 * 1024)
     yield producer
     producer.close(timeout=10)
 
@@ -148,17 +147,24 @@ class MailRawLog:
 
     def records(self, account_id: str) -> list[MailRaw]:
         """Every record of ``account_id`` produced so far (the fetcher waited for the acks), in order."""
+        return [record for _, record in self._placed(account_id)]
+
+    def partitions_of(self, account_id: str) -> set[int]:
+        """The partitions the records of ``account_id`` went to."""
+        return {partition for partition, _ in self._placed(account_id)}
+
+    def _placed(self, account_id: str) -> list[tuple[int, MailRaw]]:
         end = self._consumer.end_offsets(self._partitions)
         for partition in self._partitions:
             self._consumer.seek(partition, self._start[partition])
-        found: list[MailRaw] = []
+        found: list[tuple[int, MailRaw]] = []
         while any(self._consumer.position(p) < end[p] for p in self._partitions):
             for batch in self._consumer.poll(timeout_ms=1000).values():
                 for message in batch:
                     if message.offset < end[TopicPartition(message.topic, message.partition)]:
                         record = decode_record(TOPIC, message.value)
                         if record.account_id == account_id:
-                            found.append(record)
+                            found.append((message.partition, record))
         return found
 
     def close(self) -> None:

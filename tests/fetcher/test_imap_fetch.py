@@ -3,8 +3,10 @@ STARTTLS, the after-fetch actions, the ack-before-action order, and a UIDVALIDIT
 
 from __future__ import annotations
 
+from concurrent.futures import Future
+
 import pytest
-from kafka.errors import KafkaTimeoutError
+from aiokafka.errors import KafkaTimeoutError
 from sqlalchemy import select
 
 from mailintake.database import engine_for
@@ -163,22 +165,18 @@ def test_a_missing_move_target_fails_the_poll_before_anything_is_produced(
 
 
 class AcksOnlyFor:
-    """Kafka as the fetcher sees it, but only the first ``n`` sends are ever acknowledged."""
+    """Kafka as the fetcher sees it, but only the first ``n`` chunks are ever acknowledged."""
 
     def __init__(self, producer, n: int) -> None:
         self._producer, self._left = producer, n
 
-    def send(self, topic, key, value):
+    def send(self, topic, key, values):
         self._left -= 1
-        return self._producer.send(topic, key=key, value=value) if self._left >= 0 else _NeverAcknowledged()
-
-    def flush(self, timeout=None):
-        self._producer.flush(timeout=timeout)
-
-
-class _NeverAcknowledged:
-    def get(self, timeout=None):
-        raise KafkaTimeoutError("no acknowledgement (test)")
+        if self._left >= 0:
+            return self._producer.send(topic, key, values)
+        never = Future()
+        never.set_exception(KafkaTimeoutError("no acknowledgement (test)"))
+        return never
 
 
 @pytest.mark.parametrize("action", ["mark_seen", "delete", "move"])
@@ -194,7 +192,7 @@ def test_only_acknowledged_chunks_are_acted_on_and_marked(
     after_fetch = f"move:Done{unique}" if action == "move" else action
     account = account_for(imap_user, id=f"imap-{unique}", folder=imap_folder, after_fetch=after_fetch)
     # IMAP chunks by the sizes the server lists: two mails per chunk.
-    flaky = fetcher_for(account, producer=AcksOnlyFor(kafka_producer, 2), fetch_chunk_bytes=first_two)
+    flaky = fetcher_for(account, producer=AcksOnlyFor(kafka_producer, 1), fetch_chunk_bytes=first_two)
     with pytest.raises(StepFailed) as failure:
         flaky.poll(account)
     assert failure.value.step == "produce" and "KafkaTimeoutError" in failure.value.explanation
@@ -212,6 +210,38 @@ def test_only_acknowledged_chunks_are_acted_on_and_marked(
 
     assert fetcher_for(account).poll(account) == 2
     assert [r.source_id.rsplit(":", 1)[1] for r in mail_raw.records(account.id)] == ["1", "2", "3", "4"]
+
+
+class SilentKafka:
+    """A producer whose chunks are never acknowledged nor refused."""
+
+    def __init__(self) -> None:
+        self.sent: list[Future] = []
+
+    def send(self, topic, key, values):
+        self.sent.append(Future())
+        return self.sent[-1]
+
+
+def test_a_chunk_never_acknowledged_fails_the_poll_at_the_timeout_and_is_not_acted_on(
+    stack, unique, account_for, imap_client, imap_user, imap_folder, fetcher_for
+):
+    with imap_client(imap_user) as client:
+        for raw in mails(imap_user, unique, 2):
+            client.append(imap_folder, raw)
+    account = account_for(imap_user, id=f"imap-{unique}", folder=imap_folder)
+    kafka = SilentKafka()
+
+    with pytest.raises(StepFailed) as failure:
+        fetcher_for(account, producer=kafka, timeout_seconds=1.0).poll(account)
+
+    assert failure.value.step == "produce"
+    assert failure.value.explanation == "TimeoutError: Kafka did not acknowledge 2 mails within 1 s"
+    assert [future.cancelled() for future in kafka.sent] == [True]
+    with imap_client(imap_user) as client:
+        client.select_folder(imap_folder, readonly=True)
+        assert client.search(["UNSEEN"]) == [1, 2]
+    assert CursorStore(engine_for(stack.database_url)).load(account.id, imap_folder).last_uid == 0
 
 
 def test_uidvalidity_reset_loses_nothing_and_repeats_only_mails_the_ticketer_knows(

@@ -9,7 +9,7 @@ import aiokafka.partitioner
 import kafka.partitioner.default
 import pytest
 
-from mailintake.runtime.key_partitioning import KeyPartitioner, aiokafka_key_partitioner, key_partition, murmur2
+from mailintake.runtime.key_partitioning import aiokafka_key_partitioner, key_partition, murmur2
 
 
 def random_keys(seed: int, count: int = 3000) -> list[bytes]:
@@ -53,20 +53,11 @@ def test_keyed_records_go_where_the_clients_default_partitioners_put_them(count)
     metadata = cluster(partitions, partitions)
     for key in random_keys(count, 1000):
         expected = kafka.partitioner.default.DefaultPartitioner().partition("t", key, key, None, None, metadata)
-        assert KeyPartitioner().partition("t", key, key, None, None, metadata) == expected
         assert aiokafka_key_partitioner(key, partitions, partitions) == expected
         assert aiokafka.partitioner.DefaultPartitioner()(key, partitions, partitions) == expected
         assert key_partition(key, count) == expected
 
 
 def test_records_without_a_key_go_to_an_available_partition():
-    metadata = cluster([0, 1, 2, 3], [2, 3])
-    chosen = {KeyPartitioner().partition("t", None, None, b"v", b"v", metadata) for _ in range(200)}
-    assert chosen == {2, 3}
     assert {aiokafka_key_partitioner(None, [0, 1, 2, 3], [1]) for _ in range(50)} == {1}
     assert {aiokafka_key_partitioner(None, [0, 1], []) for _ in range(200)} == {0, 1}
-
-
-def test_an_unknown_topic_is_refused_by_name():
-    with pytest.raises(ValueError, match="Topic other not found"):
-        KeyPartitioner().partition("other", None, b"k", None, None, cluster([0], [0]))
