@@ -18,6 +18,7 @@ chunk, ``send_in_batches`` keeps the order.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import threading
 from collections.abc import Sequence
 from concurrent.futures import Future
@@ -91,7 +92,10 @@ class MailRawProducer:
                     partitioner=aiokafka_key_partitioner,
                 )
                 try:
-                    await producer.start()
+                    # Started in a context of its own: the producer's background tasks inherit
+                    # it, and their log records would otherwise carry the account and poll
+                    # cycle of whichever poll happened to send first, for as long as they run.
+                    await asyncio.get_running_loop().create_task(producer.start(), context=contextvars.Context())
                 except KafkaConnectionError as exc:
                     await producer.stop()
                     # aiokafka names the address as a tuple; say it as it was configured.

@@ -3,17 +3,20 @@ in order on the key's partition, and a Kafka that is away when the fetcher start
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 
 import pytest
+import structlog
 from aiokafka.errors import KafkaConnectionError
 from pydantic import SecretStr
 
 from mailintake.contracts.records import record_encoder
 from mailintake.runtime.key_partitioning import key_partition
+from services.fetcher import mail_raw_producer
 from services.fetcher.account import Account
 from services.fetcher.core import mail_record
 from services.fetcher.mail_raw_producer import MailRawProducer
@@ -117,3 +120,37 @@ def test_a_kafka_away_at_the_first_send_fails_that_send_and_the_next_one_connect
         forwarder.close()
 
     assert [r.source_id for r in mail_raw.records(account_id)] == ["t:3", "t:4", "t:5"]
+
+
+class RecordsItsStartContext:
+    """Stands in for AIOKafkaProducer: notes the log context a task started by ``start`` runs in, then fails."""
+
+    seen: list[dict] = []
+
+    def __init__(self, **config) -> None:
+        pass
+
+    async def start(self) -> None:
+        async def background() -> None:
+            self.seen.append(structlog.contextvars.get_contextvars())
+
+        await asyncio.create_task(background())
+        raise KafkaConnectionError("stand-in: no broker")
+
+    async def stop(self) -> None:
+        pass
+
+
+def test_the_producers_background_tasks_do_not_log_as_the_poll_that_sent_first(monkeypatch):
+    monkeypatch.setattr(mail_raw_producer, "AIOKafkaProducer", RecordsItsStartContext)
+    RecordsItsStartContext.seen = []
+    producer = MailRawProducer("127.0.0.1:9", max_request_bytes=1024 * 1024)
+    structlog.contextvars.bind_contextvars(account_id="first-poll", poll_cycle=7)
+    try:
+        with pytest.raises(KafkaConnectionError):
+            producer.send(TOPIC, b"first-poll", [b"x"]).result(10)
+    finally:
+        structlog.contextvars.unbind_contextvars("account_id", "poll_cycle")
+        producer.close(timeout=10)
+
+    assert RecordsItsStartContext.seen == [{}]
