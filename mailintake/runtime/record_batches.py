@@ -24,9 +24,26 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.producer.message_accumulator import BatchBuilder
 
 from mailintake.runtime.key_partitioning import aiokafka_key_partitioner
+from mailintake.runtime.producer_sizes import MAX_REQUEST_BYTES, PRODUCER_BATCH_BYTES
 
 if TYPE_CHECKING:  # the stream processor hands its outputs here; a runtime import would be circular
     from mailintake.runtime.stream_processor import Output
+
+
+def batch_producer(bootstrap_servers: list[str], client_id: str, max_request_size: int = MAX_REQUEST_BYTES) -> AIOKafkaProducer:
+    """An idempotent acks=all producer (not started) for :func:`send_in_batches`, keyed
+    records placed as every other producer of the project places them."""
+    return AIOKafkaProducer(
+        bootstrap_servers=bootstrap_servers,
+        client_id=client_id,
+        acks="all",
+        enable_idempotence=True,
+        # A batch fills at this size and another starts; a record larger still goes alone,
+        # up to the request limit.
+        max_batch_size=PRODUCER_BATCH_BYTES,
+        max_request_size=max_request_size,
+        partitioner=aiokafka_key_partitioner,
+    )
 
 
 async def key_partitions(producer: AIOKafkaProducer, topics: Iterable[str]) -> Callable[[str, bytes | None], int]:

@@ -45,10 +45,8 @@ from prometheus_client import Counter, Histogram
 from mailintake.contracts import InvalidMessage
 from mailintake.contracts.records import DeadLetter, encode_record
 from mailintake.runtime.http_endpoint import Health
-from mailintake.runtime.key_partitioning import aiokafka_key_partitioner
 from mailintake.runtime.offset_commits import CommitRetry
-from mailintake.runtime.producer_sizes import MAX_REQUEST_BYTES, PRODUCER_BATCH_BYTES
-from mailintake.runtime.record_batches import key_partitions, send_in_batches
+from mailintake.runtime.record_batches import batch_producer, key_partitions, send_in_batches
 
 RecordT = TypeVar("RecordT")
 
@@ -243,17 +241,7 @@ class StreamProcessor(Generic[RecordT]):
             session_timeout_ms=10_000,
             heartbeat_interval_ms=3_000,
         )
-        producer = AIOKafkaProducer(
-            bootstrap_servers=self._servers,
-            client_id=self._client_id,
-            acks="all",
-            enable_idempotence=True,
-            # The outputs go as whole batches (record_batches.py); a batch fills at this
-            # size and another starts. A record larger still goes alone, up to the request limit.
-            max_batch_size=PRODUCER_BATCH_BYTES,
-            max_request_size=MAX_REQUEST_BYTES,
-            partitioner=aiokafka_key_partitioner,
-        )
+        producer = batch_producer(self._servers, self._client_id)
         return consumer, producer
 
     async def _run(self, stop: threading.Event) -> None:

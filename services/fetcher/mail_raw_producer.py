@@ -27,9 +27,7 @@ import structlog
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaConnectionError
 
-from mailintake.runtime.key_partitioning import aiokafka_key_partitioner
-from mailintake.runtime.producer_sizes import PRODUCER_BATCH_BYTES
-from mailintake.runtime.record_batches import key_partitions, send_in_batches
+from mailintake.runtime.record_batches import batch_producer, key_partitions, send_in_batches
 from mailintake.runtime.stream_processor import Output
 
 log = structlog.get_logger(__name__)
@@ -82,15 +80,7 @@ class MailRawProducer:
             self._started = asyncio.Lock()
         async with self._started:
             if self._producer is None:
-                producer = AIOKafkaProducer(
-                    bootstrap_servers=self._servers,
-                    client_id=self._client_id,
-                    acks="all",
-                    enable_idempotence=True,
-                    max_batch_size=PRODUCER_BATCH_BYTES,
-                    max_request_size=self._max_request_bytes,
-                    partitioner=aiokafka_key_partitioner,
-                )
+                producer = batch_producer(self._servers, self._client_id, self._max_request_bytes)
                 try:
                     # Started in a context of its own: the producer's background tasks inherit
                     # it, and their log records would otherwise carry the account and poll

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import threading
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 
@@ -20,6 +19,7 @@ from services.fetcher import mail_raw_producer
 from services.fetcher.account import Account
 from services.fetcher.core import mail_record
 from services.fetcher.mail_raw_producer import MailRawProducer
+from tests.peers.slow_link import SlowLink
 
 TOPIC = "mail.raw"
 
@@ -58,77 +58,32 @@ def test_chunks_sent_from_many_threads_land_whole_and_in_order_on_their_keys_par
     assert partitions == {key_partition(accounts[0].encode(), 12)}
 
 
-class Forwarder:
-    """A TCP port on loopback that, once opened, forwards each connection to ``target``."""
-
-    def __init__(self, target: tuple[str, int]) -> None:
-        self._target = target
-        probe = socket.socket()
-        probe.bind(("127.0.0.1", 0))
-        self.port = probe.getsockname()[1]
-        probe.close()  # nothing listens here until open()
-        self._server: socket.socket | None = None
-
-    def open(self) -> None:
-        self._server = socket.create_server(("127.0.0.1", self.port))
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def close(self) -> None:
-        if self._server is not None:
-            self._server.close()
-
-    def _accept(self) -> None:
-        assert self._server is not None
-        while True:
-            try:
-                client, _ = self._server.accept()
-            except OSError:
-                return
-            upstream = socket.create_connection(self._target)
-            for source, sink in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
-
-    @staticmethod
-    def _pump(source: socket.socket, sink: socket.socket) -> None:
-        try:
-            while data := source.recv(65536):
-                sink.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for end in (source, sink):
-                try:
-                    end.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-
-
 def test_a_kafka_away_at_the_first_send_fails_that_send_and_the_next_one_connects(stack, unique, mail_raw):
     host, port = stack.kafka_bootstrap.split(":")
-    forwarder = Forwarder((host, int(port)))
-    producer = MailRawProducer(f"127.0.0.1:{forwarder.port}", max_request_bytes=2 * 1024 * 1024)
+    with socket.create_server(("127.0.0.1", 0)) as probe:
+        away = probe.getsockname()[1]  # nothing listens here once the probe is closed
+    producer = MailRawProducer(f"127.0.0.1:{away}", max_request_bytes=2 * 1024 * 1024)
     account_id = f"producer-away-{unique}"
+    link = None
     try:
-        with pytest.raises(KafkaConnectionError, match=f"no Kafka broker answered at 127.0.0.1:{forwarder.port}$"):
+        with pytest.raises(KafkaConnectionError, match=f"no Kafka broker answered at 127.0.0.1:{away}$"):
             producer.send(TOPIC, account_id.encode(), chunk(account_id, 0, 3)).result(30)
 
-        # The broker's own address comes back in the metadata; only the bootstrap goes through here.
-        forwarder.open()
+        # The broker's own address comes back in the metadata; only the bootstrap goes through the link.
+        link = SlowLink((host, int(port)), None, port=away)
         assert producer.send(TOPIC, account_id.encode(), chunk(account_id, 3, 3)).result(30) == 1
     finally:
         producer.close(timeout=10)
-        forwarder.close()
+        if link is not None:
+            link.close()
 
     assert [r.source_id for r in mail_raw.records(account_id)] == ["t:3", "t:4", "t:5"]
 
 
 class RecordsItsStartContext:
-    """Stands in for AIOKafkaProducer: notes the log context a task started by ``start`` runs in, then fails."""
+    """Stands in for the aiokafka producer: notes the log context a task started by ``start`` runs in, then fails."""
 
     seen: list[dict] = []
-
-    def __init__(self, **config) -> None:
-        pass
 
     async def start(self) -> None:
         async def background() -> None:
@@ -142,7 +97,7 @@ class RecordsItsStartContext:
 
 
 def test_the_producers_background_tasks_do_not_log_as_the_poll_that_sent_first(monkeypatch):
-    monkeypatch.setattr(mail_raw_producer, "AIOKafkaProducer", RecordsItsStartContext)
+    monkeypatch.setattr(mail_raw_producer, "batch_producer", lambda *config: RecordsItsStartContext())
     RecordsItsStartContext.seen = []
     producer = MailRawProducer("127.0.0.1:9", max_request_bytes=1024 * 1024)
     structlog.contextvars.bind_contextvars(account_id="first-poll", poll_cycle=7)

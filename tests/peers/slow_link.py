@@ -1,6 +1,7 @@
 """A slow network link to a real server: a loopback TCP forwarder that caps the rate of
 what the server sends. Tests use it to make a poll of a real Dovecot mailbox last long
-enough for something (a rebalance) to happen in the middle of it."""
+enough for something (a rebalance) to happen in the middle of it, and, uncapped on a
+given port, to bring a server up at an address where nothing listened before."""
 
 from __future__ import annotations
 
@@ -10,12 +11,13 @@ import time
 
 
 class SlowLink:
-    """Forwards 127.0.0.1:``port`` to ``target``; server-to-client bytes at ``bytes_per_second``."""
+    """Forwards 127.0.0.1:``port`` (by default a free one) to ``target``; server-to-client
+    bytes at ``bytes_per_second``, or as they come with None."""
 
-    def __init__(self, target: tuple[str, int], bytes_per_second: int) -> None:
+    def __init__(self, target: tuple[str, int], bytes_per_second: int | None, *, port: int = 0) -> None:
         self._target = target
         self._rate = bytes_per_second
-        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._listener = socket.create_server(("127.0.0.1", port))
         self.port = self._listener.getsockname()[1]
         self._closed = threading.Event()
         threading.Thread(target=self._accept, daemon=True).start()
