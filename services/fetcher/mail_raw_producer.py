@@ -7,8 +7,8 @@ chunk comes back as one future, done when Kafka acknowledged every record of it,
 failed with the first refusal. The fetcher acts on a mailbox only after that.
 
 Through kafka-python, each record was a ``send`` of its own, with a wake-up of the
-sender thread for every new batch. Those showed as a quarter of the fetcher's profile in
-the end-to-end bench (BENCHMARKS.md, "the fetcher's producer on aiokafka").
+sender thread for every new batch: 29 % of the fetcher's samples in the end-to-end bench
+(BENCHMARKS.md, "the local broker's JIT, and the fetcher's producer on aiokafka").
 
 Order: a poll sends a chunk only after the previous chunk of its mailbox was
 acknowledged, so a mailbox's records reach their partition in fetch order. Within a
